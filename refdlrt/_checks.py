@@ -1,0 +1,47 @@
+"""Private input checks shared by the primitives: clear errors naming what was
+expected and what was got."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import get_xp
+
+
+def pair(v, name: str) -> tuple[int, int]:
+    """Normalise an int or a pair of ints to a pair of Python ints."""
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return int(v), int(v)
+    try:
+        a, b = v
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected an int or a pair of ints, got {v!r}") from None
+    for e in (a, b):
+        if not isinstance(e, (int, np.integer)) or isinstance(e, bool):
+            raise TypeError(f"{name}: expected an int or a pair of ints, got {v!r}")
+    return int(a), int(b)
+
+
+def check_float_array(a, name: str):
+    """Raise TypeError unless ``a`` is a float32/float64 NumPy or CuPy array."""
+    if not hasattr(a, "dtype") or not hasattr(a, "shape"):
+        raise TypeError(f"{name}: expected a numpy or cupy array, got {type(a).__name__}")
+    if a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {a.dtype}")
+
+
+def check_ndim(a, ndim: int, name: str, layout: str):
+    if a.ndim != ndim:
+        raise ValueError(
+            f"{name}: expected a {ndim}-d array ({layout}), got shape {tuple(a.shape)}"
+        )
+
+
+def check_same_dtype(*named):
+    """``named`` is a sequence of (name, array); all non-None arrays must share a dtype."""
+    present = [(n, a) for n, a in named if a is not None]
+    dts = {a.dtype for _, a in present}
+    if len(dts) > 1:
+        got = ", ".join(f"{n}: {a.dtype}" for n, a in present)
+        raise TypeError(f"dtypes differ: expected one float dtype, got {got}")
+    get_xp(*(a for _, a in present))  # raises on mixed backends

@@ -1,0 +1,77 @@
+"""The one module that chooses the array library.
+
+Every other module asks its inputs for their namespace with :func:`get_xp`
+and never imports CuPy itself. Importing refdlrt never requires CuPy: it is
+imported lazily, only when a CuPy array is actually seen or a GPU is asked for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["get_xp", "to_numpy", "gpu_available", "is_cupy_array", "asarray_like"]
+
+
+def is_cupy_array(a) -> bool:
+    """True if ``a`` is a CuPy ndarray (checked without importing CuPy)."""
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+def get_xp(*arrays):
+    """Return the array namespace (``numpy`` or ``cupy``) of the given arrays.
+
+    ``None`` entries and Python scalars are ignored. With no arrays at all,
+    NumPy is returned.
+
+    Raises
+    ------
+    TypeError
+        If NumPy and CuPy arrays are mixed.
+    """
+    kinds = set()
+    for a in arrays:
+        if a is None or isinstance(a, (int, float, complex, bool, np.generic)):
+            continue
+        kinds.add("cupy" if is_cupy_array(a) else "numpy")
+    if len(kinds) > 1:
+        got = ", ".join(f"{type(a).__module__}.{type(a).__name__}" for a in arrays if a is not None)
+        raise TypeError(
+            f"arrays mix array libraries: expected all numpy or all cupy, got [{got}]"
+        )
+    if kinds == {"cupy"}:
+        import cupy  # noqa: PLC0415 - the one place CuPy is imported
+
+        return cupy
+    return np
+
+
+def to_numpy(a):
+    """Return ``a`` as a NumPy array (copying from the GPU for CuPy arrays)."""
+    if is_cupy_array(a):
+        return a.get()
+    return np.asarray(a)
+
+
+def asarray_like(a, like):
+    """Return ``a`` as an array of the same library as ``like``."""
+    xp = get_xp(like)
+    if xp is np:
+        return np.asarray(to_numpy(a))
+    return xp.asarray(a)
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports *and* a CUDA device can be used.
+
+    Importing CuPy works without a driver; only allocation fails. So this
+    asks ``cupy.cuda.is_available()`` and then allocates a tiny array.
+    """
+    try:
+        import cupy  # noqa: PLC0415
+
+        if not cupy.cuda.is_available():
+            return False
+        cupy.zeros(1).sum().item()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "no usable GPU"
+        return False
