@@ -17,10 +17,21 @@ settings.register_profile(
     derandomize=True,
     print_blob=True,
     max_examples=25,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        # the xp/rng fixtures are constants (a module, a seeded generator re-made per test)
+        HealthCheck.function_scoped_fixture,
+    ],
 )
 # dev profile: random examples, more of them, to look for new failures locally.
-settings.register_profile("dev", deadline=None, max_examples=100, print_blob=True)
+settings.register_profile(
+    "dev",
+    deadline=None,
+    max_examples=100,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _GPU = gpu_available()

@@ -1,0 +1,141 @@
+"""The ``refdlrt`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import __version__
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(seed=args.seed, batch=args.batch)
+
+
+def _parse_ranks(items):
+    ranks = {}
+    for item in items or []:
+        name, sep, vals = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            ranks[name] = tuple(int(v) for v in vals.split(","))
+        except ValueError:
+            raise ValueError(f"--ranks: expected NAME=r0,r1,... (e.g. conv2=4,4,3,3), got {item!r}") from None
+    return ranks
+
+
+def _cmd_train(args) -> int:
+    from .datasets import load_dataset
+    from .report import format_summary, write_run
+    from .train import TrainConfig, Trainer, TrainingDiverged
+
+    data = load_dataset(args.data)
+    if args.resume:
+        trainer = Trainer.load(args.resume, data)
+        if args.epochs is not None:  # train further than planned (changes a cosine schedule)
+            trainer.cfg.epochs = args.epochs
+    else:
+        cfg = TrainConfig(
+            model=args.model, method=args.method, tau=args.tau, epochs=args.epochs or TrainConfig.epochs,
+            batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, schedule=args.schedule,
+            seed=args.seed, init_rank=args.init_rank, ranks=_parse_ranks(args.ranks),
+            r_min=args.r_min, r_max=args.r_max, data=args.data, dtype=args.dtype,
+            backend=args.backend, widths=tuple(args.widths),
+        )
+        trainer = Trainer(cfg, data)
+    cfg = trainer.cfg
+    os.makedirs(args.out, exist_ok=True)
+    ckpt = os.path.join(args.out, "checkpoint.npz")
+    n_steps = (cfg.epochs - trainer.epoch) * -(-len(data.y_train) // cfg.batch_size)
+    print(f"refdlrt train: {cfg.model} / {cfg.method} on {data.name} ({len(data.y_train)} train, "
+          f"{len(data.y_test)} test), tau={cfg.tau}, {cfg.epochs} epochs, out={args.out}")
+    from tqdm import tqdm
+
+    with tqdm(total=n_steps, disable=args.no_progress, unit="step") as bar:
+        try:
+            while trainer.epoch < cfg.epochs:
+                bar.set_description(f"epoch {trainer.epoch + 1}/{cfg.epochs}")
+                row = trainer.run_epoch(progress=bar)
+                trainer.save(ckpt)
+                bar.write(f"epoch {row['epoch']:3d}  loss {row['train_loss']:.4f}  "
+                          f"test acc {100 * row['test_accuracy']:.2f} %  "
+                          f"params {100 * row['lowrank_param_fraction']:.1f} %  ranks {row['ranks']}")
+        except TrainingDiverged as e:
+            bar.close()
+            kept = f"the last good checkpoint is {ckpt}" if os.path.exists(ckpt) else "no checkpoint was written"
+            print(f"refdlrt train: stopped: {e}; {kept}", file=sys.stderr)
+            return 3
+    summary = write_run(trainer, args.out)
+    print(format_summary(summary))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="refdlrt",
+        description="Exact NumPy/CuPy reference implementation of TDLRT "
+        "(rank-adaptive Tucker dynamical low-rank training of CNNs).",
+    )
+    parser.add_argument("--version", action="version", version=f"refdlrt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = sub.add_parser(
+        "demo",
+        help="conv forward/backward on embedded MNIST images, checked against the loop spec "
+        "and the adjoint test",
+    )
+    demo.add_argument("--seed", type=int, default=0, help="seed of the numpy Generator (default 0)")
+    demo.add_argument("--batch", type=int, default=4, help="number of MNIST images (default 4)")
+    demo.set_defaults(func=_cmd_demo)
+
+    from .models import METHODS, MODELS
+    from .train import TrainConfig
+
+    d = TrainConfig()
+    tr = sub.add_parser("train", help="train a network (dense or low-rank) and write a run folder",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    tr.add_argument("--model", choices=sorted(MODELS), default=d.model)
+    tr.add_argument("--method", choices=METHODS, default=d.method)
+    tr.add_argument("--tau", type=float, default=d.tau, help="relative truncation tolerance")
+    tr.add_argument("--epochs", type=int, default=None,
+                    help=f"number of epochs (default {d.epochs}; with --resume: the checkpoint's)")
+    tr.add_argument("--batch-size", type=int, default=d.batch_size)
+    tr.add_argument("--lr", type=float, default=d.lr, help="initial learning rate")
+    tr.add_argument("--momentum", type=float, default=d.momentum)
+    tr.add_argument("--schedule", choices=("cosine", "step", "constant"), default=d.schedule)
+    tr.add_argument("--seed", type=int, default=d.seed)
+    tr.add_argument("--init-rank", type=float, default=d.init_rank,
+                    help="initial ranks as a fraction of full rank")
+    tr.add_argument("--ranks", action="append", metavar="NAME=R0,R1,..",
+                    help="explicit initial ranks of one layer (repeatable), e.g. conv2=4,4,3,3")
+    tr.add_argument("--r-min", type=int, default=d.r_min)
+    tr.add_argument("--r-max", type=int, default=d.r_max)
+    tr.add_argument("--widths", type=int, nargs="+", default=list(d.widths), help="vgg_small widths")
+    tr.add_argument("--data", default=d.data, help="'embedded' or a directory with MNIST/Fashion-MNIST IDX or CIFAR-10 files")
+    tr.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype)
+    tr.add_argument("--backend", choices=("numpy", "cupy"), default=d.backend)
+    tr.add_argument("--out", default="runs/latest", help="output folder")
+    tr.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint.npz")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_cmd_train)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"refdlrt {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""One TDLRT step: the rank-adaptive Tucker "basis update & Galerkin" (BUG) integrator.
+
+Each function is one step of ALGORITHM.md §2 (0-based modes in code; the paper counts
+from 1). Symbols: core C (r_0 x ... x r_{d-1}), bases U_i (n_i x r_i, orthonormal),
+learning rate lr = λ, tolerance tau = τ, gradient G = grad_W L(Y) given as a projector
+(see :mod:`refdlrt.projector`). d = 2 is matrix DLRT (W = U_0 C U_1^T).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .backend import get_xp
+from .hosvd import hosvd
+from .linalg import max_orthonormality_error, qr_signfixed
+from .projector import as_projector
+from .tucker import Tucker, multi_mode_product, unfold
+
+__all__ = [
+    "StepInfo",
+    "tdlrt_step",
+    "k_step",
+    "augment",
+    "lift",
+    "s_step",
+    "truncate",
+]
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Diagnostics of one step, so validation never re-derives internals.
+
+    Attributes
+    ----------
+    ranks_before, ranks_augmented, ranks_after : tuple of int
+        r_i of the input, r̂_i of the augmented bases Û_i, r_i' after truncation.
+    theta : float
+        Absolute truncation tolerance ϑ = τ ||Ĉ||_F (Ĉ after the S-step); 0 for fixed rank.
+    truncation_error : float
+        η = ||Ỹ - Y_new||_F with Ỹ = Ĉ x_i Û_i after the S-step (computed in the core space,
+        exact because the Û_i are orthonormal).
+    truncation_bound : float
+        The HOSVD a-priori bound (Σ_i Σ_{j>r_i'} σ_{i,j}²)^{1/2} ≥ η.
+    grad_core_norm : float
+        ||grad_Ĉ L||_F = ||G x_i Û_i^T||_F.
+    grad_old_core_norm : float or None
+        ||G x_i U_i^T||_F with the old bases (None when ``diagnostics=False``).
+    grad_norm : float or None
+        ||G||_F when the gradient can tell it (dense gradients, projectors with ``norm()``).
+    lift_error : float or None
+        ||Ĉ x_i Û_i - Y||_F before the S-step (None when ``diagnostics=False``).
+    orthonormality_error : float
+        max_i ||U_i'^T U_i' - I||_F of the new bases.
+    velocity : array or None
+        With momentum: the core velocity carried into the new bases (lifted by x_i M̂_i,
+        truncated by x_i P_i^T), to pass to the next step. None without momentum.
+    """
+
+    ranks_before: tuple
+    ranks_augmented: tuple
+    ranks_after: tuple
+    theta: float
+    truncation_error: float
+    truncation_bound: float
+    grad_core_norm: float
+    grad_old_core_norm: float | None
+    grad_norm: float | None
+    lift_error: float | None
+    orthonormality_error: float
+    velocity: object = None
+
+    @property
+    def normal_grad_norm(self) -> float | None:
+        """||(I - P)G||_F = (||G||² - ||grad_Ĉ L||²)^{1/2}: gradient outside the augmented space."""
+        if self.grad_norm is None:
+            return None
+        return math.sqrt(max(self.grad_norm**2 - self.grad_core_norm**2, 0.0))
+
+
+def _fro(a) -> float:
+    xp = get_xp(a)
+    return float(xp.linalg.norm(a.ravel()))
+
+
+def _check_finite(a, what: str):
+    xp = get_xp(a)
+    if not bool(xp.isfinite(a).all()):
+        raise FloatingPointError(f"{what} contains NaN or Inf; refusing to produce NaN factors")
+
+
+def k_step(C, Us: Sequence, i: int, grad, lr: float):
+    """K-step of mode i: one gradient step on K_i = U_i R_i^T.
+
+    Notes
+    -----
+    Mat_i(C)^T = Q_i R_i (sign-fixed QR), so Mat_i(Y) = K_i V_i^T with K_i = U_i R_i^T and
+    V_i^T = Q_i^T (⊗_{j≠i} U_j)^T. Then
+
+        grad_{K_i} L = Mat_i(G x_{j≠i} U_j^T) Q_i,      K_i <- K_i - λ grad_{K_i} L.
+
+    Returns K_i after the step (n_i x min(r_i, Π_{j≠i} r_j)).
+    """
+    Q, R = qr_signfixed(unfold(C, i).T)  # Q: Π_{j≠i} r_j x r_i,  R: r_i x r_i
+    K = Us[i] @ R.T  # n_i x r_i
+    mats = [None if j == i else U for j, U in enumerate(Us)]
+    grad_K = unfold(grad.project(mats), i) @ Q  # n_i x r_i
+    _check_finite(grad_K, f"the K-gradient of mode {i}")
+    return K - lr * grad_K
+
+
+def augment(K, U):
+    """Augmented basis Û_i: an orthonormal basis of exactly range([K_i | U_i]), and M̂_i.
+
+    Notes
+    -----
+    Û_i = [U_i | N_i] where N_i is an orthonormal basis of the part of range(K_i) outside
+    range(U_i): R = (I - U_i U_i^T) K_i (projected twice, for orthogonality to rounding),
+    then the left singular vectors of R whose singular values exceed
+    max(n_i, width) · eps · max(1, ||K_i||_F) (rounding noise is not a direction).
+    Keeping U_i as the first block makes range(Û_i) ⊇ range(U_i) exact, so the lift is
+    exact to rounding. Width r̂_i ≤ min(2 r_i, n_i).  M̂_i = Û_i^T U_i  (r̂_i x r_i).
+    """
+    xp = get_xp(K, U)
+    n, r = U.shape
+    R = K - U @ (U.T @ K)  # n x k
+    R = R - U @ (U.T @ R)
+    P, s, _ = xp.linalg.svd(R, full_matrices=False)
+    tol = max(n, r + K.shape[1]) * np.finfo(K.dtype).eps * max(1.0, _fro(K))
+    k_new = min(int((s > tol).sum()), n - r)
+    U_hat = xp.concatenate([U, P[:, :k_new]], axis=1)  # n x r̂
+    return U_hat, U_hat.T @ U
+
+
+def lift(C, M_hats: Sequence):
+    """Lift the core into the augmented bases: Ĉ = C x_0 M̂_0 ... x_{d-1} M̂_{d-1}.
+
+    Because range(Û_i) ⊇ range(U_i), Ĉ x_i Û_i = Y exactly (lift exactness).
+    """
+    return multi_mode_product(C, list(M_hats))
+
+
+def s_step(C_hat, U_hats: Sequence, grad, lr: float, *, momentum: float = 0.0, velocity=None):
+    """Galerkin step on the augmented core: Ĉ <- Ĉ - λ grad_Ĉ L (optionally with momentum).
+
+    Notes
+    -----
+    grad_Ĉ L = G x_0 Û_0^T ... x_{d-1} Û_{d-1}^T, taken at the same point Y (the lifted
+    tensor equals Y, so no new forward pass is needed). With momentum μ > 0 and a velocity
+    v̂ already lifted into the augmented bases: v̂ <- μ v̂ + grad_Ĉ L, Ĉ <- Ĉ - λ v̂.
+
+    Returns (Ĉ after the step, grad_Ĉ L, v̂ or None).
+    """
+    grad_C = grad.project(list(U_hats))  # r̂_0 x ... x r̂_{d-1}
+    _check_finite(grad_C, "the core gradient")
+    if momentum == 0.0:
+        return C_hat - lr * grad_C, grad_C, None
+    v_hat = grad_C if velocity is None else momentum * velocity + grad_C
+    return C_hat - lr * v_hat, grad_C, v_hat
+
+
+def truncate(C_hat, U_hats: Sequence, tau: float, *, r_min, r_max):
+    """Truncate the augmented tensor by an HOSVD of its small core.
+
+    Notes
+    -----
+    SVD Mat_i(Ĉ) = P_i Σ_i Z_i^T; r_i' = smallest r with (Σ_{j>r} σ_{i,j}²)^{1/2} ≤ ϑ,
+    ϑ = τ ||Ĉ||_F, clamped to [r_min_i, r_max_i]; then
+
+        C <- Ĉ x_i P_i[:, :r_i']^T,     U_i <- Û_i P_i[:, :r_i'].
+
+    Only the left singular vectors P_i are used. ``r_min``/``r_max`` are per mode.
+    Returns (Tucker, HOSVDInfo, η = ||Ĉ - C x_i P_i||_F).
+    """
+    P_tucker, info = hosvd(C_hat, tau=tau, r_min=r_min, r_max=r_max)
+    eta = _fro(C_hat - P_tucker.to_tensor())
+    Us = tuple(U_hat @ P for U_hat, P in zip(U_hats, P_tucker.factors))  # n_i x r_i'
+    return Tucker(P_tucker.core, Us), info, eta
+
+
+def _rank_bounds(r_min, r_max, shape):
+    d = len(shape)
+    if isinstance(r_min, bool) or not isinstance(r_min, (int, np.integer)) or r_min < 1:
+        raise ValueError(f"r_min: expected an int >= 1, got {r_min!r}")
+    if r_max is None:
+        r_max = list(shape)
+    elif isinstance(r_max, (int, np.integer)):
+        r_max = [int(r_max)] * d
+    else:
+        r_max = [int(r) for r in r_max]
+        if len(r_max) != d:
+            raise ValueError(f"r_max: expected an int or {d} values (one per mode), got {len(r_max)}")
+    for i, (rm, n) in enumerate(zip(r_max, shape)):
+        if rm < r_min:
+            raise ValueError(f"r_min > r_max: mode {i} has r_min={r_min}, r_max={rm}")
+    return [min(rm, n) for rm, n in zip(r_max, shape)]
+
+
+def _check_step_args(Y, lr, tau):
+    if not isinstance(Y, Tucker):
+        raise TypeError(f"Y: expected a Tucker tensor, got {type(Y).__name__}")
+    if Y.ndim < 2:
+        raise ValueError(f"Y: expected a Tucker tensor of order d >= 2, got d = {Y.ndim}")
+    for i, (r, n) in enumerate(zip(Y.ranks, Y.shape)):
+        if r > n:
+            raise ValueError(f"mode {i}: rank r={r} exceeds the dimension n={n}")
+    for name, v in (("lr", lr), ("tau", tau)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
+            raise TypeError(f"{name}: expected a real number, got {type(v).__name__}")
+        if not math.isfinite(v):
+            raise ValueError(f"{name}: expected a finite number, got {v}")
+    if lr <= 0:
+        raise ValueError(f"lr: expected lr > 0, got {lr}")
+    if tau < 0:
+        raise ValueError(f"tau: expected tau >= 0, got {tau}")
+
+
+def _check_momentum(momentum, velocity, core_shape):
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum: expected 0 <= momentum < 1, got {momentum}")
+    if velocity is not None and tuple(velocity.shape) != tuple(core_shape):
+        raise ValueError(
+            f"velocity: expected the core's shape {tuple(core_shape)}, got {tuple(velocity.shape)}"
+        )
+
+
+def tdlrt_step(
+    Y: Tucker,
+    grad,
+    lr: float,
+    tau: float,
+    *,
+    r_min: int = 1,
+    r_max=None,
+    adaptive_modes=None,
+    fixed_rank: bool = False,
+    diagnostics: bool = True,
+    momentum: float = 0.0,
+    velocity=None,
+):
+    """One step of the rank-adaptive Tucker BUG integrator (ALGORITHM.md §2, Algorithm 1).
+
+    Parameters
+    ----------
+    Y : Tucker
+        Current low-rank weight Y = C x_0 U_0 ... x_{d-1} U_{d-1}, orthonormal U_i, d >= 2.
+    grad : array or projector
+        Dense gradient G = grad_W L(Y) (Y's full shape) or an object with ``project(mats)``
+        returning G x_i mats[i]^T (None: mode unprojected).
+    lr : float
+        Learning rate λ > 0.
+    tau : float
+        Relative truncation tolerance τ >= 0 (ϑ = τ ||Ĉ||_F).
+    r_min, r_max : int, int or sequence
+        Rank bounds; r_max defaults to n_i and is capped at n_i.
+    adaptive_modes : iterable of int, optional
+        Modes that are augmented and truncated (default: all). The others take a
+        fixed-rank K-step: Û_i = orth(K_i) with r_i columns, and keep rank r_i.
+    fixed_rank : bool
+        The fixed-rank BUG integrator: Û_i = orth(K_i) in every mode, no truncation.
+    diagnostics : bool
+        Also compute the lift error and ||G x_i U_i^T|| (costs a dense Y and one projection).
+    momentum, velocity : float, array or None
+        Heavy-ball momentum μ in [0, 1) on the core (S-step) only; ``velocity`` is the core
+        velocity of the previous step in Y's bases (shape = core shape; None = zero). It is
+        carried through the basis change: lifted with the core (v x_i M̂_i) and truncated with
+        it (x_i P_i^T), and returned as ``StepInfo.velocity``. K-steps take plain gradient steps.
+
+    Returns
+    -------
+    (Tucker, StepInfo)
+    """
+    _check_step_args(Y, lr, tau)
+    _check_momentum(momentum, velocity, Y.ranks)
+    d = Y.ndim
+    G = as_projector(grad, Y.shape)
+    if hasattr(G, "G"):
+        _check_finite(G.G, "grad")
+    r_max = _rank_bounds(r_min, r_max, Y.shape)
+    if adaptive_modes is None:
+        adaptive = [not fixed_rank] * d
+    else:
+        modes = {int(i) for i in adaptive_modes}
+        if not modes <= set(range(d)):
+            raise ValueError(f"adaptive_modes: expected modes in 0..{d - 1}, got {sorted(modes)}")
+        adaptive = [(i in modes) and not fixed_rank for i in range(d)]
+    C, Us = Y.core, Y.factors
+
+    # K-steps, all from the same gradient at Y
+    Ks = [k_step(C, Us, i, G, lr) for i in range(d)]
+    U_hats, M_hats = [], []
+    for i in range(d):
+        if adaptive[i]:
+            U_hat, M_hat = augment(Ks[i], Us[i])  # n_i x r̂_i, r̂_i x r_i
+        else:
+            if Ks[i].shape[1] < Us[i].shape[1]:
+                raise ValueError(
+                    f"fixed-rank mode {i}: rank r={Us[i].shape[1]} exceeds the product of the "
+                    f"other ranks {Ks[i].shape[1]}; the core unfolding cannot have full row rank"
+                )
+            U_hat, _ = qr_signfixed(Ks[i])  # n_i x r_i
+            M_hat = U_hat.T @ Us[i]
+        U_hats.append(U_hat)
+        M_hats.append(M_hat)
+
+    # S-step (Galerkin) on the lifted core
+    C_hat = lift(C, M_hats)  # r̂_0 x ... x r̂_{d-1}
+    lift_error = None
+    if diagnostics:
+        lift_error = _fro(multi_mode_product(C_hat, U_hats) - Y.to_tensor())
+    v_hat = None if velocity is None or momentum == 0.0 else lift(velocity, M_hats)
+    C_tilde, grad_C, v_hat = s_step(C_hat, U_hats, G, lr, momentum=momentum, velocity=v_hat)
+    ranks_aug = tuple(int(c.shape[1]) for c in U_hats)
+
+    # Truncation
+    if all(not a for a in adaptive):
+        Y_new, theta, eta, bound = Tucker(C_tilde, tuple(U_hats)), 0.0, 0.0, 0.0
+    else:
+        lo = [min(r_min, ra) if a else ra for a, ra in zip(adaptive, ranks_aug)]
+        hi = [max(min(rm, ra), l) if a else ra for a, rm, ra, l in zip(adaptive, r_max, ranks_aug, lo)]
+        Y_new, hinfo, eta = truncate(C_tilde, U_hats, tau, r_min=lo, r_max=hi)
+        theta, bound = float(hinfo.theta), float(hinfo.bound)
+    if v_hat is not None:  # v <- v̂ x_i P_i^T with P_i = Û_i^T U_i'
+        P = [Uh.T @ U for Uh, U in zip(U_hats, Y_new.factors)]  # r̂_i x r_i'
+        v_hat = multi_mode_product(v_hat, P, transpose=True)
+
+    info = StepInfo(
+        ranks_before=tuple(Y.ranks),
+        ranks_augmented=ranks_aug,
+        ranks_after=tuple(Y_new.ranks),
+        theta=theta,
+        truncation_error=eta,
+        truncation_bound=bound,
+        grad_core_norm=_fro(grad_C),
+        grad_old_core_norm=_fro(G.project(list(Us))) if diagnostics else None,
+        grad_norm=G.norm() if hasattr(G, "norm") else None,
+        lift_error=lift_error,
+        orthonormality_error=max_orthonormality_error(Y_new.factors),
+        velocity=v_hat,
+    )
+    return Y_new, info

@@ -1,0 +1,103 @@
+"""Small dense linear-algebra helpers: orthonormal bases, sign-fixed QR, orthonormality error.
+
+All functions take NumPy or CuPy matrices and return arrays of the same library.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import check_float_array, check_ndim
+from .backend import get_xp
+
+__all__ = ["max_orthonormality_error", "orth", "orthonormality_error", "qr_signfixed"]
+
+
+def _check_matrix(A, name: str):
+    check_float_array(A, name)
+    check_ndim(A, 2, name, "rows, columns")
+
+
+def orth(A, *, rtol=None):
+    """Orthonormal basis of exactly ``range(A)``, computed by the SVD.
+
+    Parameters
+    ----------
+    A : array, shape (n, m), float32 or float64, finite
+    rtol : float or None
+        Relative cut-off: singular values ``σ_j > rtol * σ_max`` are kept.
+        Default ``max(n, m) * finfo(A.dtype).eps`` (the numerical-rank convention of
+        ``numpy.linalg.matrix_rank`` and ``scipy.linalg.orth``).
+
+    Returns
+    -------
+    Q : array, shape (n, k)
+        Orthonormal columns (``QᵀQ = I_k``) spanning range(A); k is the numerical rank.
+        The zero matrix (and any A with no columns or rows) gives ``k = 0``, i.e. shape (n, 0);
+        callers must handle an empty basis.
+
+    Notes
+    -----
+    ``A = P Σ Zᵀ`` (thin SVD), ``Q = P[:, :k]`` with ``k = #{j : σ_j > rtol σ_1}``.
+    Unlike a QR of ``A``, the result never contains columns outside range(A) when A is
+    rank-deficient.
+    """
+    _check_matrix(A, "orth: A")
+    xp = get_xp(A)
+    n, m = A.shape
+    if rtol is None:
+        rtol = max(n, m) * float(np.finfo(A.dtype).eps)
+    rtol = float(rtol)
+    if not rtol >= 0.0:  # also rejects NaN
+        raise ValueError(f"orth: expected rtol >= 0, got {rtol}")
+    if min(n, m) == 0:
+        return xp.zeros((n, 0), dtype=A.dtype)
+    if not bool(xp.isfinite(A).all()):
+        raise ValueError(f"orth: A (shape {tuple(A.shape)}) contains NaN or Inf")
+    P, s, _ = xp.linalg.svd(A, full_matrices=False)  # n, min(n,m); min(n,m)
+    k = int((s > rtol * s[0]).sum())  # s[0] = σ_max; zero matrix -> k = 0
+    return P[:, :k]  # n, k
+
+
+def qr_signfixed(A):
+    """Reduced QR with a non-negative diagonal of R.
+
+    Parameters
+    ----------
+    A : array, shape (n, m)
+
+    Returns
+    -------
+    Q : array, shape (n, k), k = min(n, m), orthonormal columns
+    R : array, shape (k, m), upper triangular with ``diag(R) >= 0``
+
+    Notes
+    -----
+    ``A = Q R``; with ``D = diag(sign(R_jj))`` (sign 0 taken as +1) we return ``(Q D, D R)``.
+    For full-column-rank A this is the unique QR factorisation with positive diagonal, so it
+    does not depend on the LAPACK / cuSOLVER implementation.
+    """
+    _check_matrix(A, "qr_signfixed: A")
+    xp = get_xp(A)
+    Q, R = xp.linalg.qr(A)  # n, k; k, m  (mode="reduced")
+    d = (xp.diagonal(R) >= 0).astype(A.dtype) * 2 - 1  # k, entries +-1
+    return Q * d[None, :], R * d[:, None]
+
+
+def orthonormality_error(U) -> float:
+    """``‖UᵀU − I‖_F`` as a Python float (0.0 for a basis with no columns).
+
+    Parameters
+    ----------
+    U : array, shape (n, r)
+    """
+    _check_matrix(U, "orthonormality_error: U")
+    xp = get_xp(U)
+    r = U.shape[1]
+    E = U.T @ U - xp.eye(r, dtype=U.dtype)  # r, r
+    return float(xp.sqrt(xp.sum(E * E)))
+
+
+def max_orthonormality_error(Us) -> float:
+    """``max_i ‖U_iᵀU_i − I‖_F`` over a sequence of bases (0.0 for an empty sequence)."""
+    return max((orthonormality_error(U) for U in Us), default=0.0)

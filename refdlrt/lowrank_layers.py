@@ -1,0 +1,387 @@
+"""Low-rank layers: Tucker convolution, matrix low-rank linear layer and convolution.
+
+Each layer stores its weight as a :class:`~refdlrt.tucker.Tucker` ``weight`` (orthonormal
+factors, 0-based modes; the trainer assigns a new one after each integrator step) and only
+the bias in ``params``. After ``backward``, ``projector()`` returns an object whose
+``project(mats) = G x_0 mats[0]^T ... x_{d-1} mats[d-1]^T`` (None: mode unprojected),
+G = dL/dW at W = weight.to_tensor(), computed from the cached layer input and output
+gradient through reduced contractions (see :mod:`refdlrt.lowrank_projectors`); the dense G
+is never formed on that route. ``dense_gradient()`` forms G (the readable oracle).
+``dense_shape`` is the shape of the Tucker tensor (and of G); ``dense_weight()`` is the
+layer's kernel in the dense layer's layout (OIHW for convolutions, (out, in) for linear).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._checks import check_float_array, check_ndim, pair
+from .conv import conv2d_backward, conv2d_forward
+from .hosvd import hosvd
+from .layers import kaiming_normal
+from .lowrank_projectors import (
+    LowRankLinearProjector,
+    MatrixConvProjector,
+    TuckerConvProjector,
+    channel_matmul,
+)
+from .tucker import Tucker, multi_mode_product
+
+__all__ = [
+    "LowRankLinear",
+    "MatrixConv2d",
+    "TuckerConv2d",
+]
+
+
+def _check_bias(b, n_out, dtype, who):
+    if b is None:
+        return
+    check_float_array(b, f"{who}: b")
+    if tuple(b.shape) != (n_out,):
+        raise ValueError(
+            f"{who}: b: expected shape ({n_out},) (one per output), got {tuple(b.shape)}"
+        )
+    if b.dtype != dtype:
+        raise TypeError(f"{who}: b: expected dtype {dtype} (the weight's), got {b.dtype}")
+
+
+def _check_input(x, ndim, n_in, dtype, layout, who):
+    check_float_array(x, f"{who}: x")
+    check_ndim(x, ndim, f"{who}: x", layout)
+    if x.shape[1] != n_in:
+        raise ValueError(
+            f"{who}: x has {x.shape[1]} input channels/features, the weight expects "
+            f"{n_in} (x shape {tuple(x.shape)})"
+        )
+    if x.dtype != dtype:
+        raise TypeError(f"{who}: x: expected dtype {dtype} (the weight's), got {x.dtype}")
+
+
+def _check_geometry(stride, padding, dilation):
+    s, p, d = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
+    if min(s) < 1 or min(d) < 1 or min(p) < 0:
+        raise ValueError(
+            f"expected stride >= 1, dilation >= 1, padding >= 0; got stride={s}, "
+            f"padding={p}, dilation={d}"
+        )
+    return s, p, d
+
+
+class _LowRankLayer:
+    """Shared plumbing: the Tucker ``weight`` (validated on assignment), bias, caches."""
+
+    _order = 0
+    _name = ""
+
+    def __init__(self, weight, b=None):
+        self._shape = None
+        self.weight = weight  # validates; fixes the dense shape
+        _check_bias(b, self.dense_shape[0], weight.dtype, self._name)
+        self.params, self.grads, self.state = {}, {}, {}
+        if b is not None:
+            self.params["b"] = b
+        self._cache, self._projector = None, None
+
+    @property
+    def weight(self) -> Tucker:
+        return self._weight
+
+    @weight.setter
+    def weight(self, Y):
+        if not isinstance(Y, Tucker):
+            raise TypeError(
+                f"{self._name}: weight: expected a Tucker tensor, got {type(Y).__name__}"
+            )
+        if Y.ndim != self._order:
+            raise ValueError(
+                f"{self._name}: weight: expected a Tucker tensor of order "
+                f"{self._order}, got order {Y.ndim} (shape {Y.shape})"
+            )
+        if self._shape is not None and Y.shape != self._shape:
+            raise ValueError(
+                f"{self._name}: weight: the layer's geometry fixes the shape "
+                f"{self._shape}, got {Y.shape}"
+            )
+        if self._shape is not None and Y.dtype != self._weight.dtype:
+            raise TypeError(
+                f"{self._name}: weight: expected dtype {self._weight.dtype} (the layer's), "
+                f"got {Y.dtype}"
+            )
+        for i, (n, r) in enumerate(zip(Y.shape, Y.ranks)):
+            if r > n:
+                raise ValueError(
+                    f"{self._name}: weight: factor {i} has shape ({n}, {r}); "
+                    f"orthonormal columns need rank <= {n}"
+                )
+        if self._shape is None:
+            self._check_weight_geometry(Y)
+        self._weight, self._shape = Y, Y.shape
+
+    def _check_weight_geometry(self, Y):
+        pass
+
+    @property
+    def dense_shape(self) -> tuple:
+        """Shape of the dense weight tensor the Tucker represents (and of its gradient G)."""
+        return self._shape
+
+    def _add_bias(self, y):
+        if "b" not in self.params:
+            return y
+        b = self.params["b"]
+        return y + (b.reshape(1, -1, 1, 1) if y.ndim == 4 else b)
+
+    def _bias_grad(self, dy):
+        if "b" in self.params:
+            self.grads["b"] = dy.sum(axis=(0, 2, 3) if dy.ndim == 4 else 0)
+
+    def _cached(self):
+        if self._cache is None:
+            raise RuntimeError(f"{self._name}.backward called before forward")
+        return self._cache
+
+    def _check_dy(self, dy, y_shape, dtype):
+        check_float_array(dy, f"{self._name}: dy")
+        if tuple(dy.shape) != tuple(y_shape):
+            raise ValueError(
+                f"{self._name}: dy: expected shape {tuple(y_shape)} (the output's), "
+                f"got {tuple(dy.shape)}"
+            )
+        if dy.dtype != dtype:
+            raise TypeError(f"{self._name}: dy: expected dtype {dtype}, got {dy.dtype}")
+
+    def projector(self):
+        """Projector of G = dL/dW at the weight of the last forward (valid after backward)."""
+        if self._projector is None:
+            raise RuntimeError(f"{self._name}.projector() needs a backward pass first")
+        return self._projector
+
+    def dense_gradient(self):
+        """G = dL/dW formed densely (oracle route), shape ``dense_shape``."""
+        return self.projector().dense()
+
+    def __repr__(self) -> str:
+        return f"{self._name}(shape={self.dense_shape}, ranks={self.weight.ranks})"
+
+
+class TuckerConv2d(_LowRankLayer):
+    """Convolution whose kernel (C_out, C_in, kh, kw) is a Tucker tensor C x_i U_i.
+
+    Notes
+    -----
+    Forward as three convolutions (ALGORITHM.md §3, 0-based modes):
+    z1 = U_1^T x (1x1, C_in -> r1, input resolution);
+    z2 = conv2d(z1, C x_2 U_2 x_3 U_3) (r0 x r1 x kh x kw kernel, the layer's stride /
+    padding / dilation); y = U_0 z2 + b (1x1, r0 -> C_out, bias added once).
+    """
+
+    _order, _name = 4, "TuckerConv2d"
+
+    def __init__(self, weight, b=None, stride=1, padding=0, dilation=1):
+        self.stride, self.padding, self.dilation = _check_geometry(stride, padding, dilation)
+        super().__init__(weight, b)
+
+    @classmethod
+    def from_dense(cls, w, b=None, ranks=None, *, stride=1, padding=0, dilation=1):
+        """Truncated HOSVD of a dense kernel w (C_out, C_in, kh, kw) to ``ranks`` (4 ints)."""
+        check_float_array(w, "TuckerConv2d.from_dense: w")
+        check_ndim(w, 4, "TuckerConv2d.from_dense: w", "C_out, C_in, kh, kw")
+        Y, _ = hosvd(w, ranks=ranks)
+        return cls(Y, b, stride, padding, dilation)
+
+    @classmethod
+    def random(
+        cls,
+        c_out,
+        c_in,
+        kernel_size,
+        ranks,
+        rng,
+        *,
+        bias=True,
+        stride=1,
+        padding=0,
+        dilation=1,
+        dtype=np.float64,
+        xp=np,
+    ):
+        """He-normal dense kernel (fan_in = C_in kh kw) from ``rng``, HOSVD to ``ranks``; b = 0."""
+        kh, kw = pair(kernel_size, "kernel_size")
+        w = xp.asarray(kaiming_normal((c_out, c_in, kh, kw), c_in * kh * kw, rng, dtype))
+        b = xp.zeros(c_out, dtype=dtype) if bias else None
+        return cls.from_dense(w, b, ranks, stride=stride, padding=padding, dilation=dilation)
+
+    def dense_weight(self):
+        """The kernel C x_0 U_0 x_1 U_1 x_2 U_2 x_3 U_3, (C_out, C_in, kh, kw)."""
+        return self.weight.to_tensor()
+
+    def forward(self, x, *, training: bool = True):
+        Y = self.weight
+        U0, U1, U2, U3 = Y.factors
+        _check_input(x, 4, U1.shape[0], Y.dtype, "N, C_in, H, W", self._name)
+        K = multi_mode_product(Y.core, [None, None, U2, U3])  # r0, r1, kh, kw
+        z1 = channel_matmul(U1.T, x)  # N, r1, H, W
+        z2, conv_cache = conv2d_forward(
+            z1, K, None, stride=self.stride, padding=self.padding, dilation=self.dilation
+        )  # N, r0, Ho, Wo
+        y = self._add_bias(channel_matmul(U0, z2))  # N, C_out, Ho, Wo
+        self._cache, self._projector = (x, z1, conv_cache, Y, y.shape), None
+        return y
+
+    def backward(self, dy):
+        x, z1, conv_cache, Y, y_shape = self._cached()
+        self._check_dy(dy, y_shape, x.dtype)
+        U0, U1 = Y.factors[:2]
+        dz2 = channel_matmul(U0.T, dy)  # N, r0, Ho, Wo
+        dz1, dK, _ = conv2d_backward(dz2, conv_cache)  # N, r1, H, W;  r0, r1, kh, kw
+        self._bias_grad(dy)
+        geometry = (self.stride, self.padding, self.dilation)
+        self._projector = TuckerConvProjector(x, z1, dy, dz2, Y.factors, geometry, reduced_own=dK)
+        return channel_matmul(U1, dz1)  # N, C_in, H, W
+
+
+class LowRankLinear(_LowRankLayer):
+    """Linear layer with weight W = U_0 C U_1^T (out, in).
+
+    Notes
+    -----
+    y = ((x U_1) C^T) U_0^T + b; backward dx = ((dy U_0) C) U_1^T.
+    """
+
+    _order, _name = 2, "LowRankLinear"
+
+    @classmethod
+    def from_dense(cls, w, b=None, ranks=None):
+        """Truncated SVD (HOSVD with d = 2) of a dense w (out, in) to ``ranks`` (2 ints)."""
+        check_float_array(w, "LowRankLinear.from_dense: w")
+        check_ndim(w, 2, "LowRankLinear.from_dense: w", "out, in")
+        Y, _ = hosvd(w, ranks=ranks)
+        return cls(Y, b)
+
+    @classmethod
+    def random(cls, n_out, n_in, ranks, rng, *, bias=True, dtype=np.float64, xp=np):
+        """He-normal dense weight (fan_in = n_in) from ``rng``, truncated to ``ranks``; b = 0."""
+        w = xp.asarray(kaiming_normal((n_out, n_in), n_in, rng, dtype))
+        return cls.from_dense(w, xp.zeros(n_out, dtype=dtype) if bias else None, ranks)
+
+    def dense_weight(self):
+        """W = U_0 C U_1^T, (out, in)."""
+        return self.weight.to_tensor()
+
+    def forward(self, x, *, training: bool = True):
+        Y = self.weight
+        U0, U1 = Y.factors
+        _check_input(x, 2, U1.shape[0], Y.dtype, "N, in", self._name)
+        z1 = x @ U1  # N, r1
+        y = self._add_bias((z1 @ Y.core.T) @ U0.T)  # N, out
+        self._cache, self._projector = (x, z1, Y, y.shape), None
+        return y
+
+    def backward(self, dy):
+        x, z1, Y, y_shape = self._cached()
+        self._check_dy(dy, y_shape, x.dtype)
+        U0, U1 = Y.factors
+        dz2 = dy @ U0  # N, r0
+        self._bias_grad(dy)
+        self._projector = LowRankLinearProjector(x, z1, dy, dz2, Y.factors)
+        return (dz2 @ Y.core) @ U1.T  # N, in
+
+
+class MatrixConv2d(_LowRankLayer):
+    """Convolution whose kernel, reshaped (C order) to the matrix C_out x (C_in kh kw), is
+    U_0 C U_1^T: the matrix DLRT baseline.
+
+    Notes
+    -----
+    Forward: z1 = conv2d(x, U_1^T reshaped to (r1, C_in, kh, kw)) (N, r1, Ho, Wo), then
+    y = (U_0 C) z1 + b (a 1x1 conv): r1 C_in kh kw + C_out r1 multiply-adds per output pixel
+    instead of C_out C_in kh kw, and z1 is the "x U_1" the projector reuses (as z1 = x U_1 of
+    LowRankLinear). Backward: dz2 = U_0^T dy (cached for the projector), dz1 = C^T dz2,
+    dx = conv2d_backward(dz1).
+    """
+
+    _order, _name = 2, "MatrixConv2d"
+
+    def __init__(self, weight, b=None, kernel_size=3, stride=1, padding=0, dilation=1):
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        if min(self.kernel_size) < 1:
+            raise ValueError(f"MatrixConv2d: kernel_size must be positive, got {self.kernel_size}")
+        self.stride, self.padding, self.dilation = _check_geometry(stride, padding, dilation)
+        super().__init__(weight, b)
+
+    def _check_weight_geometry(self, Y):
+        kh, kw = self.kernel_size
+        if Y.shape[1] % (kh * kw):
+            raise ValueError(
+                f"MatrixConv2d: weight shape {Y.shape} does not fit kernel_size "
+                f"{self.kernel_size}: columns must be C_in * {kh * kw}"
+            )
+
+    @property
+    def in_channels(self) -> int:
+        return self.dense_shape[1] // math.prod(self.kernel_size)
+
+    @classmethod
+    def from_dense(cls, w, b=None, ranks=None, *, stride=1, padding=0, dilation=1):
+        """Truncated SVD of the kernel w (C_out, C_in, kh, kw) reshaped to (C_out, C_in kh kw)."""
+        check_float_array(w, "MatrixConv2d.from_dense: w")
+        check_ndim(w, 4, "MatrixConv2d.from_dense: w", "C_out, C_in, kh, kw")
+        Y, _ = hosvd(w.reshape(w.shape[0], -1), ranks=ranks)
+        return cls(Y, b, tuple(w.shape[2:]), stride, padding, dilation)
+
+    @classmethod
+    def random(
+        cls,
+        c_out,
+        c_in,
+        kernel_size,
+        ranks,
+        rng,
+        *,
+        bias=True,
+        stride=1,
+        padding=0,
+        dilation=1,
+        dtype=np.float64,
+        xp=np,
+    ):
+        """He-normal dense kernel (fan_in = C_in kh kw) from ``rng``, SVD to ``ranks``; b = 0."""
+        kh, kw = pair(kernel_size, "kernel_size")
+        w = xp.asarray(kaiming_normal((c_out, c_in, kh, kw), c_in * kh * kw, rng, dtype))
+        b = xp.zeros(c_out, dtype=dtype) if bias else None
+        return cls.from_dense(w, b, ranks, stride=stride, padding=padding, dilation=dilation)
+
+    def dense_weight(self):
+        """The conv kernel (C_out, C_in, kh, kw): U_0 C U_1^T reshaped.
+
+        ``dense_shape`` (and ``dense_gradient()``) are the matrix (C_out, C_in kh kw).
+        """
+        return self.weight.to_tensor().reshape(
+            (self.dense_shape[0], self.in_channels) + self.kernel_size
+        )
+
+    def forward(self, x, *, training: bool = True):
+        Y = self.weight
+        U0, U1 = Y.factors
+        _check_input(x, 4, self.in_channels, Y.dtype, "N, C_in, H, W", self._name)
+        k1 = U1.T.reshape((U1.shape[1], self.in_channels) + self.kernel_size)  # r1, C_in, kh, kw
+        z1, conv_cache = conv2d_forward(
+            x, k1, None, stride=self.stride, padding=self.padding, dilation=self.dilation
+        )  # N, r1, Ho, Wo
+        y = self._add_bias(channel_matmul(U0 @ Y.core, z1))  # N, C_out, Ho, Wo
+        self._cache, self._projector = (x, z1, conv_cache, Y, y.shape), None
+        return y
+
+    def backward(self, dy):
+        x, z1, conv_cache, Y, y_shape = self._cached()
+        self._check_dy(dy, y_shape, x.dtype)
+        U0 = Y.factors[0]
+        dz2 = channel_matmul(U0.T, dy)  # N, r0, Ho, Wo
+        dx, _, _ = conv2d_backward(channel_matmul(Y.core.T, dz2), conv_cache)  # N, C_in, H, W
+        self._bias_grad(dy)
+        geometry = (self.stride, self.padding, self.dilation)
+        self._projector = MatrixConvProjector(x, z1, dy, dz2, Y.factors, self.kernel_size, geometry)
+        return dx

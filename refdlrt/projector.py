@@ -1,0 +1,69 @@
+"""Gradient projectors: how the integrator reads the gradient G = grad_W L(Y).
+
+The integrator never needs G itself, only its projections
+
+    project(mats) = G x_0 mats[0]^T x_1 mats[1]^T ... x_{d-1} mats[d-1]^T,
+
+where a ``None`` entry leaves that mode unprojected (ALGORITHM.md §2, steps 2 and 7).
+:class:`DenseGradient` is the readable oracle that holds G and projects it; layers
+provide their own projectors that contract cached activations instead, so G is
+never formed. Any object with ``project(mats)`` (and optionally ``norm()``) works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from .backend import get_xp
+from .tucker import multi_mode_product
+
+__all__ = ["GradientProjector", "DenseGradient", "as_projector"]
+
+
+class GradientProjector(Protocol):
+    """What the integrator needs of a gradient."""
+
+    def project(self, mats: Sequence) -> object:  # pragma: no cover - protocol
+        """Return G x_i mats[i]^T over every mode whose entry is not None."""
+
+
+@dataclass(frozen=True)
+class DenseGradient:
+    """The dense gradient G (an array of the weight's full shape) as a projector."""
+
+    G: object
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.G.shape)
+
+    def project(self, mats: Sequence):
+        """G x_0 mats[0]^T ... x_{d-1} mats[d-1]^T (None: mode untouched)."""
+        if len(mats) != self.G.ndim:
+            raise ValueError(
+                f"project: expected {self.G.ndim} matrices (one per mode), got {len(mats)}"
+            )
+        return multi_mode_product(self.G, list(mats), transpose=True)
+
+    def norm(self) -> float:
+        """||G||_F."""
+        xp = get_xp(self.G)
+        return float(xp.linalg.norm(self.G.ravel()))
+
+
+def as_projector(grad, shape: tuple):
+    """Wrap a dense gradient array in :class:`DenseGradient`; pass projectors through.
+
+    Raises ValueError if a dense gradient does not have the weight's ``shape``.
+    """
+    if hasattr(grad, "project"):
+        return grad
+    if not hasattr(grad, "shape"):
+        raise TypeError(
+            f"grad: expected an array of shape {shape} or an object with project(mats), "
+            f"got {type(grad).__name__}"
+        )
+    if tuple(grad.shape) != tuple(shape):
+        raise ValueError(f"grad: expected shape {tuple(shape)} (the weight's), got {tuple(grad.shape)}")
+    return DenseGradient(grad)

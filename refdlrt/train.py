@@ -1,0 +1,306 @@
+"""Training: one network forward/backward per minibatch, SGD (with momentum) on the dense
+parameters, and one integrator step per low-rank layer from the same cached activations.
+
+Methods: ``dense``; ``tdlrt`` (rank-adaptive Tucker BUG); ``tdlrt-fixed`` (fixed-rank BUG);
+``matrix-dlrt`` (conv kernels as matrices, rank-adaptive); ``tucker-direct`` (plain gradient
+descent on the Tucker factors, the "train the factorisation directly" baseline).
+
+Momentum. Dense parameters: heavy ball v <- μ v + g, p <- p - λ v. TDLRT layers: the
+velocity lives on the core; it is lifted into the augmented bases with the core (x_i M̂_i)
+and truncated with it (x_i P_i^T) inside :func:`refdlrt.tdlrt_step`; K-steps take plain
+gradient steps. ``tucker-direct``: heavy ball on the core and on every factor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backend import to_numpy
+from .baselines import naive_factor_gradients
+from .datasets import Dataset, iterate_minibatches, standardize
+from .integrator import tdlrt_step
+from .loss import softmax_cross_entropy, softmax_cross_entropy_backward
+from .models import METHODS, MODELS, build_model
+from .tucker import Tucker
+
+__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "learning_rate"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or a parameter became NaN/Inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on. The defaults are the settings recorded in the README."""
+
+    model: str = "lenet5"
+    method: str = "tdlrt"
+    tau: float = 0.1
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    schedule: str = "cosine"  # cosine | step | constant
+    step_size: int = 5  # epochs between decays of the step schedule
+    gamma: float = 0.1  # decay factor of the step schedule
+    seed: int = 0
+    init_rank: float = 0.5
+    ranks: dict = field(default_factory=dict)
+    r_min: int = 2
+    r_max: int | None = None
+    data: str = "embedded"
+    dtype: str = "float32"
+    backend: str = "numpy"
+    widths: tuple = (32, 32, 64, 64)
+
+    def validate(self):
+        if self.model not in MODELS:
+            raise ValueError(f"model: expected one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise ValueError(f"schedule: expected cosine, step or constant, got {self.schedule!r}")
+        for name in ("epochs", "batch_size", "step_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr: expected a finite lr > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum: expected 0 <= momentum < 1, got {self.momentum}")
+        if not (self.tau >= 0 and math.isfinite(self.tau)):
+            raise ValueError(f"tau: expected a finite tau >= 0, got {self.tau}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype: expected float32 or float64, got {self.dtype!r}")
+        if self.backend not in ("numpy", "cupy"):
+            raise ValueError(f"backend: expected numpy or cupy, got {self.backend!r}")
+        return self
+
+
+def learning_rate(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """λ at (epoch, step): cosine from lr to 0 over all steps, step decay, or constant."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.gamma ** (epoch // cfg.step_size)
+    t = (epoch * steps_per_epoch + step) / (cfg.epochs * steps_per_epoch)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * t))
+
+
+def _xp_for(backend: str):
+    if backend == "cupy":
+        from .backend import gpu_available
+
+        if not gpu_available():
+            raise ValueError("backend: cupy was asked for, but no usable GPU/CuPy was found")
+        import importlib
+
+        return importlib.import_module("cupy")
+    return np
+
+
+class Trainer:
+    """Holds the model, the optimizer state, the RNG and the history of one run."""
+
+    def __init__(self, cfg: TrainConfig, data: Dataset):
+        self.cfg = cfg.validate()
+        self.xp = _xp_for(cfg.backend)
+        self.data = standardize(data)
+        self.rng = np.random.default_rng(cfg.seed)
+        c, h = data.x_train.shape[1], data.x_train.shape[2]
+        kw = dict(in_channels=c, n_classes=data.n_classes, input_size=h)
+        if cfg.model == "vgg_small":
+            kw["widths"] = tuple(cfg.widths)
+        self.specs = MODELS[cfg.model](**kw)
+        self.layers, self.plan = build_model(
+            self.specs, cfg.method, self.rng, init_rank=cfg.init_rank, ranks=cfg.ranks,
+            dtype=np.dtype(cfg.dtype), xp=self.xp,
+        )
+        self.dense_reference = {  # dense parameter counts of the low-rank layers' weights
+            ly.name: int(np.prod(ly.dense_shape)) for ly in self.layers if hasattr(ly, "weight")
+        }
+        self.velocity: dict = {}
+        self.epoch = 0
+        self.history: list = []
+        self.steps: list = []
+
+    # -- one step ----------------------------------------------------------------------------
+    def forward(self, x, training: bool):
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
+
+    def train_step(self, xb, yb, lr: float) -> tuple[float, float]:
+        """Forward, backward, update; returns (loss, accuracy) on the batch."""
+        logits = self.forward(xb, training=True)
+        loss, cache = softmax_cross_entropy(logits, yb)
+        loss = float(loss)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"the loss became {loss} at epoch {self.epoch}")
+        d = softmax_cross_entropy_backward(cache)
+        for layer in reversed(self.layers):
+            d = layer.backward(d)
+        mu = self.cfg.momentum
+        for k, layer in enumerate(self.layers):
+            for name, p in layer.params.items():
+                v = self._heavy_ball((k, name), layer.grads[name], mu)
+                layer.params[name] = p - lr * v
+            if hasattr(layer, "weight"):
+                self._lowrank_update(k, layer, lr, mu)
+        acc = float(to_numpy((logits.argmax(axis=1) == yb).mean()))
+        return loss, acc
+
+    def _heavy_ball(self, key, g, mu):
+        if mu == 0:
+            return g
+        v = self.velocity.get(key)
+        v = g if v is None else mu * v + g
+        self.velocity[key] = v
+        return v
+
+    def _lowrank_update(self, k, layer, lr, mu):
+        cfg = self.cfg
+        if cfg.method == "tucker-direct":
+            W = layer.weight
+            gC, gUs = naive_factor_gradients(W.core, W.factors, layer.projector())
+            core = W.core - lr * self._heavy_ball((k, "core"), gC, mu)
+            Us = tuple(U - lr * self._heavy_ball((k, f"U{i}"), g, mu)
+                       for i, (U, g) in enumerate(zip(W.factors, gUs)))
+            layer.weight = Tucker(core, Us)
+            return
+        Y, info = tdlrt_step(
+            layer.weight, layer.projector(), lr, cfg.tau, r_min=cfg.r_min, r_max=cfg.r_max,
+            fixed_rank=cfg.method == "tdlrt-fixed", diagnostics=False,
+            momentum=mu, velocity=self.velocity.get((k, "core")),
+        )
+        layer.weight = Y
+        if mu:
+            self.velocity[(k, "core")] = info.velocity
+
+    # -- evaluation, counting -----------------------------------------------------------------
+    def evaluate(self, x, y, batch_size: int = 1000) -> tuple[float, float]:
+        """(mean loss, accuracy) in eval mode (batchnorm uses running statistics)."""
+        xp, tot_loss, correct = self.xp, 0.0, 0
+        for i in range(0, len(y), batch_size):
+            xb, yb = xp.asarray(x[i:i + batch_size]), xp.asarray(y[i:i + batch_size])
+            logits = self.forward(xb, training=False)
+            loss, _ = softmax_cross_entropy(logits, yb)
+            tot_loss += float(loss) * len(yb)
+            correct += int(to_numpy((logits.argmax(axis=1) == yb).sum()))
+        return tot_loss / len(y), correct / len(y)
+
+    def ranks(self) -> dict:
+        return {ly.name: list(ly.weight.ranks) for ly in self.layers if hasattr(ly, "weight")}
+
+    def counts(self) -> dict:
+        """Parameter counts of the weights (biases and batchnorm excluded)."""
+        lowrank = {ly.name: ly.weight.n_params for ly in self.layers if hasattr(ly, "weight")}
+        dense_lr = sum(self.dense_reference.values())
+        conv, conv_dense = 0, 0
+        for s, ly in zip(self.specs, self.layers):
+            if s.kind == "conv":
+                n_dense = int(np.prod(ly.dense_shape)) if hasattr(ly, "weight") else int(ly.params["w"].size)
+                conv_dense += n_dense
+                conv += lowrank.get(ly.name, n_dense)
+        return {
+            "lowrank_params": lowrank,
+            "lowrank_param_fraction": (sum(lowrank.values()) / dense_lr) if dense_lr else 1.0,
+            "conv_compression": 1.0 - conv / conv_dense if conv_dense else 0.0,
+        }
+
+    def _check_finite(self):
+        xp = self.xp
+        for ly in self.layers:
+            arrays = list(ly.params.values())
+            if hasattr(ly, "weight"):
+                arrays += [ly.weight.core, *ly.weight.factors]
+            for a in arrays:
+                if not bool(xp.isfinite(a).all()):
+                    raise TrainingDiverged(f"a parameter of layer {ly.name} became NaN/Inf at epoch {self.epoch}")
+
+    # -- the loop -------------------------------------------------------------------------
+    def run_epoch(self, progress=None):
+        cfg, xp, ds = self.cfg, self.xp, self.data
+        n = len(ds.y_train)
+        steps_per_epoch = math.ceil(n / cfg.batch_size)
+        t0 = time.perf_counter()
+        losses, accs = [], []
+        batches = iterate_minibatches(n, cfg.batch_size, self.rng)
+        for j, idx in enumerate(batches):
+            lr = learning_rate(cfg, self.epoch, j, steps_per_epoch)
+            ts = time.perf_counter()
+            loss, acc = self.train_step(xp.asarray(ds.x_train[idx]), xp.asarray(ds.y_train[idx]), lr)
+            self.steps.append(dict(epoch=self.epoch, step=j, lr=lr, loss=loss,
+                                   seconds=time.perf_counter() - ts, ranks=self.ranks()))
+            losses.append(loss)
+            accs.append(acc)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss:.3f}")
+        self._check_finite()
+        seconds = time.perf_counter() - t0
+        test_loss, test_acc = self.evaluate(ds.x_test, ds.y_test)
+        row = dict(epoch=self.epoch + 1, lr=lr, train_loss=float(np.mean(losses)),
+                   train_accuracy=float(np.mean(accs)), test_loss=test_loss, test_accuracy=test_acc,
+                   seconds=seconds, ranks=self.ranks(), **self.counts())
+        self.history.append(row)
+        self.epoch += 1
+        return row
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def save(self, path):
+        """Write parameters, ranks, optimizer state, RNG state and history to an npz file."""
+        arrays = {}
+        for k, ly in enumerate(self.layers):
+            for name, p in ly.params.items():
+                arrays[f"layer{k}/param/{name}"] = to_numpy(p)
+            for name, s in getattr(ly, "state", {}).items():
+                arrays[f"layer{k}/state/{name}"] = to_numpy(s)
+            if hasattr(ly, "weight"):
+                arrays[f"layer{k}/core"] = to_numpy(ly.weight.core)
+                for i, U in enumerate(ly.weight.factors):
+                    arrays[f"layer{k}/factor{i}"] = to_numpy(U)
+        for (k, name), v in self.velocity.items():
+            arrays[f"velocity/{k}/{name}"] = to_numpy(v)
+        meta = dict(config=dataclasses.asdict(self.cfg), epoch=self.epoch, history=self.history,
+                    steps=self.steps, rng=self.rng.bit_generator.state)
+        arrays["meta"] = np.array(json.dumps(meta))
+        tmp = f"{path}.tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path, data: Dataset) -> "Trainer":
+        """Rebuild a trainer from a checkpoint; continuing it gives the same numbers as an
+        uninterrupted run (bit for bit on the CPU)."""
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        cfg = meta["config"]
+        cfg["widths"] = tuple(cfg["widths"])
+        tr = cls(TrainConfig(**cfg), data)
+        xp = tr.xp
+        for k, ly in enumerate(tr.layers):
+            for name in list(ly.params):
+                ly.params[name] = xp.asarray(arrays[f"layer{k}/param/{name}"])
+            for name in list(getattr(ly, "state", {})):
+                ly.state[name] = xp.asarray(arrays[f"layer{k}/state/{name}"])
+            if hasattr(ly, "weight"):
+                d = ly.weight.ndim
+                ly.weight = Tucker(xp.asarray(arrays[f"layer{k}/core"]),
+                                   tuple(xp.asarray(arrays[f"layer{k}/factor{i}"]) for i in range(d)))
+        tr.velocity = {}
+        for key, v in arrays.items():
+            if key.startswith("velocity/"):
+                _, k, name = key.split("/", 2)
+                tr.velocity[(int(k), name)] = xp.asarray(v)
+        tr.rng.bit_generator.state = meta["rng"]
+        tr.epoch, tr.history, tr.steps = meta["epoch"], meta["history"], meta["steps"]
+        return tr

@@ -1,0 +1,159 @@
+"""orth / qr_signfixed / orthonormality_error.
+
+Oracles: planted-rank factorisations (the range is known), least squares for membership in a
+range, the Cholesky factor of AᵀA (the unique positive-diagonal R), diagonal scalings whose
+orthonormality error is known in closed form.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from refdlrt.backend import get_xp, to_numpy
+from refdlrt.linalg import max_orthonormality_error, orth, orthonormality_error, qr_signfixed
+from refdlrt.tolerances import tolerance
+
+F64 = np.float64
+TOL = tolerance(F64)
+# The xp fixture only returns a module (no per-example state), so reusing it across examples is safe.
+fixture_ok = settings(
+    suppress_health_check=[*settings.default.suppress_health_check,
+                           HealthCheck.function_scoped_fixture]
+)
+
+
+@st.composite
+def planted_rank(draw, max_side=7):
+    """(n, m, k, scale, seed): A = scale * B @ D of rank k <= min(n, m), B: n x k, D: k x m."""
+    n = draw(st.integers(1, max_side))
+    m = draw(st.integers(1, max_side))
+    k = draw(st.integers(0, min(n, m)))
+    scale = 10.0 ** draw(st.integers(-30, 30))  # the rank cut-off must be relative
+    return n, m, k, scale, draw(st.integers(0, 2**32 - 1))
+
+
+def _ortho_bound(n: int) -> float:
+    return TOL.ortho * math.sqrt(max(n, 1))  # the table's unit is per sqrt(n)
+
+
+# ------------------------------------------------------------------------------------ orth
+
+
+@fixture_ok
+@given(cfg=planted_rank())
+def test_orth_spans_exactly_the_range(xp, cfg):
+    n, m, k, scale, seed = cfg
+    rng = np.random.default_rng(seed)
+    B, D = rng.standard_normal((n, k)), rng.standard_normal((k, m))
+    A = scale * (B @ D)  # n, m of rank k (generic Gaussian factors)
+    Q = orth(xp.asarray(A))
+    assert get_xp(Q) is xp
+    assert Q.shape == (n, k)
+    assert orthonormality_error(Q) <= _ortho_bound(n)
+    Qn = to_numpy(Q)
+    # range(A) ⊆ range(Q): the projection residual of A vanishes (relative to ‖A‖)
+    assert np.linalg.norm(A - Qn @ (Qn.T @ A)) <= TOL.rtol * np.linalg.norm(A)
+    # range(Q) ⊆ range(A) = range(B): each column of Q is a combination of B's columns
+    if k > 0:
+        X = np.linalg.lstsq(B, Qn, rcond=None)[0]
+        assert np.linalg.norm(Qn - B @ X) <= TOL.rtol * math.sqrt(k)
+
+
+def test_orth_zero_and_empty_matrices(xp):
+    assert orth(xp.zeros((4, 3))).shape == (4, 0)
+    assert orth(xp.zeros((4, 0))).shape == (4, 0)
+    assert orth(xp.zeros((0, 3))).shape == (0, 0)
+
+
+def test_orth_cutoff_rtol(xp, rng):
+    # singular values 1 and 1e-8: kept by the default cut-off (4 * eps), dropped by rtol = 1e-6
+    P = np.linalg.qr(rng.standard_normal((4, 2)))[0]
+    Z = np.linalg.qr(rng.standard_normal((3, 2)))[0]
+    A = xp.asarray(P @ np.diag([1.0, 1e-8]) @ Z.T)
+    assert orth(A).shape == (4, 2)
+    Q = orth(A, rtol=1e-6)
+    assert Q.shape == (4, 1)
+    # the kept direction is P[:, 0] up to sign
+    assert abs(abs(float(to_numpy(Q)[:, 0] @ P[:, 0])) - 1.0) <= TOL.rtol
+
+
+def test_orth_errors(xp):
+    with pytest.raises(ValueError, match=r"2-d array.*got shape \(3,\)"):
+        orth(xp.zeros(3))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        orth(xp.zeros((3, 2), dtype=np.int64))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        orth(xp.asarray(np.array([[1.0, np.nan], [0.0, 1.0]])))
+    with pytest.raises(ValueError, match="rtol >= 0"):
+        orth(xp.eye(2), rtol=-1.0)
+
+
+# ------------------------------------------------------------------------------ qr_signfixed
+
+
+@fixture_ok
+@given(cfg=planted_rank())
+def test_qr_signfixed_factorises_with_nonnegative_diagonal(xp, cfg):
+    n, m, k, scale, seed = cfg
+    rng = np.random.default_rng(seed)
+    A = scale * (rng.standard_normal((n, k)) @ rng.standard_normal((k, m)))  # any rank/shape
+    Q, R = qr_signfixed(xp.asarray(A))
+    q = min(n, m)
+    assert Q.shape == (n, q) and R.shape == (q, m)
+    Qn, Rn = to_numpy(Q), to_numpy(R)
+    assert np.all(np.diag(Rn) >= 0)
+    np.testing.assert_array_equal(Rn, np.triu(Rn))
+    assert orthonormality_error(Q) <= _ortho_bound(n)
+    assert np.linalg.norm(Qn @ Rn - A) <= TOL.rtol * np.linalg.norm(A)
+
+
+@fixture_ok
+@given(n=st.integers(2, 8), seed=st.integers(0, 2**32 - 1))
+def test_qr_signfixed_is_the_unique_positive_factorisation(xp, n, seed):
+    m = n // 2  # tall, full column rank, well conditioned with high probability
+    A = np.random.default_rng(seed).standard_normal((n, max(m, 1)))
+    _, R = qr_signfixed(xp.asarray(A))
+    R_chol = np.linalg.cholesky(A.T @ A).T  # the unique upper R with positive diagonal
+    # forming AᵀA squares the condition number, so the Cholesky oracle is accurate to ~u κ(A)²
+    kappa2 = np.linalg.cond(A) ** 2
+    assert np.linalg.norm(to_numpy(R) - R_chol) <= TOL.rtol * kappa2 * np.linalg.norm(R_chol)
+
+
+def test_qr_signfixed_flips_negative_diagonals(xp):
+    # Householder QR of -I has R = I or -I depending on the library; the fixed one is I.
+    A = xp.asarray(-np.eye(3))
+    Q, R = qr_signfixed(A)
+    np.testing.assert_allclose(to_numpy(R), np.eye(3), atol=TOL.atol)
+    np.testing.assert_allclose(to_numpy(Q), -np.eye(3), atol=TOL.atol)
+
+
+# ----------------------------------------------------------------------- orthonormality_error
+
+
+@fixture_ok
+@given(n=st.integers(1, 6), seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_orthonormality_error_closed_form(xp, n, seed, data):
+    r = data.draw(st.integers(1, n), label="r")
+    rng = np.random.default_rng(seed)
+    Q = np.linalg.qr(rng.standard_normal((n, r)))[0]
+    s = rng.uniform(0.5, 2.0, size=r)
+    # UᵀU - I = diag(s² - 1) for U = Q diag(s)
+    expected = math.sqrt(float(np.sum((s * s - 1.0) ** 2)))
+    got = orthonormality_error(xp.asarray(Q * s))
+    assert isinstance(got, float)
+    assert got == pytest.approx(expected, rel=TOL.rtol, abs=TOL.atol)
+    assert orthonormality_error(xp.asarray(Q)) <= _ortho_bound(n)
+
+
+def test_max_orthonormality_error(xp):
+    Us = [xp.eye(3)[:, :2], 2.0 * xp.eye(2), xp.zeros((4, 0))]
+    got = max_orthonormality_error(Us)
+    assert isinstance(got, float)
+    assert got == pytest.approx(math.sqrt(2 * 3.0**2), rel=TOL.rtol)  # diag(4 - 1, 4 - 1)
+    assert max_orthonormality_error([]) == 0.0
+    assert orthonormality_error(xp.zeros((4, 0))) == 0.0

@@ -1,0 +1,515 @@
+"""Tests of the low-rank layers (TuckerConv2d, LowRankLinear, MatrixConv2d) and their projectors.
+
+Oracles: the dense pure functions (conv2d_forward / conv2d_backward, linear_forward /
+linear_backward) applied to the reconstructed weight; the dense projector
+DenseGradient(G).project (multi_mode_product of the dense G); the adjoint test with central
+differences in float64; PyTorch autograd of a Tucker-parametrised convolution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import compatible
+
+import refdlrt.lowrank_projectors as lp
+from refdlrt.backend import to_numpy
+from refdlrt.conv import conv2d_backward, conv2d_forward
+from refdlrt.gradcheck import adjoint_test
+from refdlrt.integrator import tdlrt_step
+from refdlrt.linear import linear_backward, linear_forward
+from refdlrt.lowrank_layers import LowRankLinear, MatrixConv2d, TuckerConv2d
+from refdlrt.problems import random_tucker
+from refdlrt.projector import DenseGradient
+from refdlrt.tolerances import assert_close
+from refdlrt.tucker import Tucker
+
+# The `xp` fixture only returns a module, so reusing it across hypothesis examples is safe.
+_FIXTURE_OK = [*settings.default.suppress_health_check, HealthCheck.function_scoped_fixture]
+with_fixtures = settings(suppress_health_check=_FIXTURE_OK)
+
+# ---------------------------------------------------------------------------- cases
+
+
+@st.composite
+def conv_geometries(draw):
+    """N, C_in, C_out, kernel, stride, padding, dilation and an input size that fits."""
+    k = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    s = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    p = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    hw = tuple(
+        max(1, dd * (kk - 1) + 1 - 2 * pp) + draw(st.integers(0, 3)) for kk, pp, dd in zip(k, p, d)
+    )
+    return {
+        "N": draw(st.integers(1, 2)),
+        "c_in": draw(st.integers(1, 4)),
+        "c_out": draw(st.integers(1, 4)),
+        "k": k,
+        "stride": s,
+        "padding": p,
+        "dilation": d,
+        "hw": hw,
+    }
+
+
+@st.composite
+def tucker_conv_cases(draw, need_compatible=False):
+    """(geometry, ranks, bias?, seed): configuration first, data from the seed later."""
+    g = draw(conv_geometries())
+    shape = (g["c_out"], g["c_in"]) + g["k"]
+    ranks = tuple(draw(st.integers(1, n)) for n in shape)
+    if need_compatible and not compatible(ranks):
+        ranks = (1, 1, 1, 1)
+    return g, ranks, draw(st.booleans()), draw(st.integers(0, 2**32 - 1))
+
+
+@st.composite
+def matrix_conv_cases(draw):
+    g = draw(conv_geometries())
+    shape = (g["c_out"], g["c_in"] * g["k"][0] * g["k"][1])
+    ranks = tuple(draw(st.integers(1, n)) for n in shape)
+    return g, ranks, draw(st.booleans()), draw(st.integers(0, 2**32 - 1))
+
+
+@st.composite
+def linear_cases(draw):
+    shape = (draw(st.integers(1, 6)), draw(st.integers(1, 6)))
+    ranks = tuple(draw(st.integers(1, n)) for n in shape)
+    return (
+        {"N": draw(st.integers(1, 4)), "shape": shape},
+        ranks,
+        draw(st.booleans()),
+        draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+def _bias(rng, n, with_bias):
+    # offset 5 so that a bias added twice (or not at all) is far outside any tolerance
+    return 5.0 + rng.standard_normal(n) if with_bias else None
+
+
+def make_layer(kind, case, xp):
+    """Layer, input x and output gradient dy (float64, on xp) for a drawn case."""
+    g, ranks, with_bias, seed = case
+    rng = np.random.default_rng(seed)
+    if kind == "linear":
+        shape = g["shape"]
+        Y = random_tucker(shape, ranks, rng, xp=xp)
+        b = _bias(rng, shape[0], with_bias)
+        layer = LowRankLinear(Y, None if b is None else xp.asarray(b))
+        x = rng.standard_normal((g["N"], shape[1]))
+        dy = rng.standard_normal((g["N"], shape[0]))
+        return layer, xp.asarray(x), xp.asarray(dy)
+    geo = {"stride": g["stride"], "padding": g["padding"], "dilation": g["dilation"]}
+    if kind == "tucker":
+        Y = random_tucker((g["c_out"], g["c_in"]) + g["k"], ranks, rng, xp=xp)
+        b = _bias(rng, g["c_out"], with_bias)
+        layer = TuckerConv2d(Y, None if b is None else xp.asarray(b), **geo)
+    else:
+        Y = random_tucker((g["c_out"], g["c_in"] * g["k"][0] * g["k"][1]), ranks, rng, xp=xp)
+        b = _bias(rng, g["c_out"], with_bias)
+        layer = MatrixConv2d(Y, None if b is None else xp.asarray(b), kernel_size=g["k"], **geo)
+    x = rng.standard_normal((g["N"], g["c_in"]) + g["hw"])
+    Ho, Wo = (
+        math.floor((n + 2 * p - d * (k - 1) - 1) / s) + 1
+        for n, k, s, p, d in zip(g["hw"], g["k"], g["stride"], g["padding"], g["dilation"])
+    )
+    dy = rng.standard_normal((g["N"], g["c_out"], Ho, Wo))
+    return layer, xp.asarray(x), xp.asarray(dy)
+
+
+def dense_reference(kind, layer, x, dy):
+    """(y, dx, G, db) from the dense pure functions with the reconstructed weight."""
+    b = layer.params.get("b")
+    if kind == "linear":
+        y, cache = linear_forward(x, layer.dense_weight(), b)
+        dx, G, db = linear_backward(dy, cache)
+        return y, dx, G, db
+    y, cache = conv2d_forward(
+        x,
+        layer.dense_weight(),
+        b,
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=layer.dilation,
+    )
+    dx, G, db = conv2d_backward(dy, cache)
+    return y, dx, G.reshape(layer.dense_shape), db
+
+
+def fro(a):
+    return float(np.linalg.norm(to_numpy(a).ravel()))
+
+
+def orthonormal(rng, n, m, xp):
+    Q, _ = np.linalg.qr(rng.standard_normal((n, m)))
+    return xp.asarray(Q)
+
+
+KINDS = {"tucker": tucker_conv_cases(), "matrix": matrix_conv_cases(), "linear": linear_cases()}
+
+
+# ---------------------------------------------------------------------------- forward / backward
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@with_fixtures
+@given(data=st.data())
+def test_forward_backward_match_dense_layer_with_reconstructed_weight(xp, kind, data):
+    layer, x, dy = make_layer(kind, data.draw(KINDS[kind]), xp)
+    y = layer.forward(x, training=True)
+    dx = layer.backward(dy)
+    y_ref, dx_ref, G_ref, db_ref = dense_reference(kind, layer, x, dy)
+    assert y.shape == y_ref.shape and dx.shape == x.shape
+    assert_close(y, y_ref, np.float64, scale=fro(y_ref))
+    assert_close(dx, dx_ref, np.float64, scale=fro(dx_ref))
+    G = layer.dense_gradient()
+    assert G.shape == layer.dense_shape
+    assert_close(G, G_ref, np.float64, scale=fro(G_ref))
+    if "b" in layer.params:
+        assert_close(layer.grads["b"], db_ref, np.float64, scale=fro(db_ref))
+    else:
+        assert "b" not in layer.grads
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@with_fixtures
+@given(data=st.data())
+def test_bias_is_added_exactly_once(xp, kind, data):
+    g, ranks, _, seed = data.draw(KINDS[kind])
+    layer, x, _ = make_layer(kind, (g, ranks, True, seed), xp)
+    y = layer.forward(x)
+    bias = layer.params.pop("b")  # the same layer without bias
+    y0 = layer.forward(x)
+    shape = (1, -1, 1, 1) if y.ndim == 4 else (1, -1)
+    assert_close(
+        y - y0, xp.broadcast_to(bias.reshape(shape), y.shape), np.float64, scale=fro(y) + fro(y0)
+    )
+
+
+# ---------------------------------------------------------------------------- projectors
+
+
+def mats_cases(kind, layer, rng, xp):
+    """(label, mats): K-step projections, an augmented core projection, mixed None patterns."""
+    Us = list(layer.weight.factors)
+    d = len(Us)
+    out = [
+        (f"K-step mode {i}", [None if j == i else U for j, U in enumerate(Us)]) for i in range(d)
+    ]
+    out.append(("own bases", list(Us)))
+    aug = [
+        orthonormal(rng, n, min(n, r + 1 + int(rng.integers(0, 2))), xp)
+        for n, r in zip(layer.dense_shape, layer.weight.ranks)
+    ]
+    out.append(("augmented", aug))
+    for t in range(3):
+        mixed = []
+        for j, n in enumerate(layer.dense_shape):
+            pick = int(rng.integers(0, 3))  # 0: None, 1: own basis (cached route), 2: random
+            mixed.append(
+                None
+                if pick == 0
+                else Us[j]
+                if pick == 1
+                else xp.asarray(rng.standard_normal((n, int(rng.integers(1, n + 2)))))
+            )
+        out.append((f"mixed {t}", mixed))
+    # equal values in a different array object: must give the same numbers (no stale cache)
+    out.append(("copied bases", [U.copy() for U in Us]))
+    return out
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@with_fixtures
+@given(data=st.data())
+def test_projector_matches_dense_gradient_projection(xp, kind, data):
+    case = data.draw(KINDS[kind])
+    layer, x, dy = make_layer(kind, case, xp)
+    layer.forward(x)
+    layer.backward(dy)
+    P = layer.projector()
+    _, _, G_ref, _ = dense_reference(
+        kind, layer, x, dy
+    )  # independent dense G (conv.py / linear.py)
+    oracle = DenseGradient(G_ref)
+    rng = np.random.default_rng(case[-1] + 1)
+    for label, mats in mats_cases(kind, layer, rng, xp):
+        want = oracle.project(mats)
+        got = P.project(mats)
+        assert got.shape == want.shape, label
+        assert_close(got, want, np.float64, scale=fro(want), err_msg=label)
+        again = P.project(mats)  # memoised route gives the same numbers
+        assert_close(again, want, np.float64, scale=fro(want), err_msg=label + " (repeat)")
+
+
+def test_tucker_projector_never_forms_dense_gradient_and_memoises(rng, monkeypatch):
+    """One TDLRT step through the projector: 3 reduced kernel gradients, none dense."""
+    Y = random_tucker((6, 5, 3, 3), (2, 3, 2, 2), rng)
+    layer = TuckerConv2d(Y, None, padding=1)
+    x = rng.standard_normal((2, 5, 6, 6))
+    layer.forward(x)
+    dy = rng.standard_normal((2, 6, 6, 6))
+    layer.backward(dy)
+    calls = []
+    real = lp._conv2d_weight_grad
+
+    def counting(xa, dya, *args):
+        calls.append((xa.shape[1], dya.shape[1]))
+        return real(xa, dya, *args)
+
+    monkeypatch.setattr(lp, "_conv2d_weight_grad", counting)
+    tdlrt_step(layer.weight, layer.projector(), 0.1, 0.0)
+    # K-step mode 0: (C_in -> r1, C_out); mode 1: (C_in, r0); modes 2, 3 and the diagnostic
+    # projection on the old bases reuse backward's small-kernel gradient; S-step: augmented.
+    assert len(calls) == 3, calls
+    assert calls[0] == (3, 6) and calls[1] == (5, 2)
+    assert all(c != (5, 6) for c in calls)  # (C_in, C_out) would be the dense G
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@with_fixtures
+@given(data=st.data(), tau=st.sampled_from([0.0, 0.05, 0.3]))
+def test_tdlrt_step_through_projector_equals_step_with_dense_gradient(xp, kind, data, tau):
+    case = data.draw(tucker_conv_cases(need_compatible=True) if kind == "tucker" else KINDS[kind])
+    layer, x, dy = make_layer(kind, case, xp)
+    layer.forward(x)
+    layer.backward(dy)
+    Y = layer.weight
+    Y_proj, info_proj = tdlrt_step(Y, layer.projector(), 0.05, tau)
+    Y_dense, info_dense = tdlrt_step(Y, layer.dense_gradient(), 0.05, tau)
+    assert info_proj.ranks_after == info_dense.ranks_after
+    assert info_proj.ranks_augmented == info_dense.ranks_augmented
+    T_dense = Y_dense.to_tensor()
+    assert_close(Y_proj.to_tensor(), T_dense, np.float64, scale=fro(T_dense))
+    assert info_proj.grad_core_norm == pytest.approx(info_dense.grad_core_norm, rel=1e-10)
+    # the trainer assigns the new weight; the next forward must use it
+    layer.weight = Y_proj
+    layer.forward(x)
+    assert layer.weight is Y_proj
+    y_ref = dense_reference(kind, layer, x, dy)[0]
+    assert_close(layer.forward(x), y_ref, np.float64, scale=fro(y_ref))
+
+
+# ---------------------------------------------------------------------------- adjoint tests
+
+
+def _rebuild(layer, core=None, b=None):
+    Y = layer.weight if core is None else Tucker(core, layer.weight.factors)
+    if isinstance(layer, TuckerConv2d):
+        return TuckerConv2d(Y, b, layer.stride, layer.padding, layer.dilation)
+    if isinstance(layer, MatrixConv2d):
+        return MatrixConv2d(Y, b, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+    return LowRankLinear(Y, b)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@with_fixtures
+@given(data=st.data())
+def test_adjoint_input_bias_and_core(xp, kind, data):
+    g, ranks, _, seed = data.draw(KINDS[kind])
+    layer, x, _ = make_layer(kind, (g, ranks, True, seed), xp)
+    core, b = layer.weight.core, layer.params["b"]
+
+    def f(x, b, core):
+        return _rebuild(layer, core, b).forward(x)
+
+    def vjp(c):
+        lay = _rebuild(layer, core, b)
+        lay.forward(x)
+        dx = lay.backward(c)
+        dcore = lay.projector().project(list(lay.weight.factors))  # dL/dC = G x_i U_i^T
+        return dx, lay.grads["b"], dcore
+
+    results = adjoint_test(f, vjp, [x, b, core], np.random.default_rng(seed))
+    assert len(results) == 3
+    for r in results:
+        assert r.ok, r
+
+
+# ---------------------------------------------------------------------------- torch oracle
+
+
+@pytest.mark.torch
+@with_fixtures
+@given(case=tucker_conv_cases())
+def test_tucker_conv_matches_torch_autograd(torch, case):
+    layer, x, dy = make_layer("tucker", case, np)
+    g = case[0]
+    y = layer.forward(x)
+    dx = layer.backward(dy)
+    t = torch.tensor
+    core = t(layer.weight.core, requires_grad=True)
+    Us = [t(U, requires_grad=True) for U in layer.weight.factors]
+    W = torch.einsum("abcd,oa,ib,hc,wd->oihw", core, *Us)
+    W.retain_grad()
+    xt = t(x, requires_grad=True)
+    bt = None if "b" not in layer.params else t(layer.params["b"], requires_grad=True)
+    yt = torch.nn.functional.conv2d(
+        xt, W, bt, stride=g["stride"], padding=g["padding"], dilation=g["dilation"]
+    )
+    (yt * t(dy)).sum().backward()
+    assert_close(y, yt.detach().numpy(), np.float64, scale=fro(y))
+    assert_close(dx, xt.grad.numpy(), np.float64, scale=fro(dx))
+    G = W.grad.numpy()
+    assert_close(layer.dense_gradient(), G, np.float64, scale=fro(G))
+    # the core gradient of the parametrisation is the projection on the layer's own bases
+    assert_close(
+        layer.projector().project(list(layer.weight.factors)),
+        core.grad.numpy(),
+        np.float64,
+        scale=fro(G),
+    )
+    if bt is not None:
+        assert_close(layer.grads["b"], bt.grad.numpy(), np.float64, scale=fro(dy))
+
+
+# ---------------------------------------------------------------------------- constructors
+
+
+def _as32(layer, xp):
+    Y = layer.weight
+    Y32 = Tucker(Y.core.astype(xp.float32), [U.astype(xp.float32) for U in Y.factors])
+    b = layer.params.get("b")
+    b32 = None if b is None else b.astype(xp.float32)
+    if isinstance(layer, TuckerConv2d):
+        return TuckerConv2d(Y32, b32, layer.stride, layer.padding, layer.dilation)
+    if isinstance(layer, MatrixConv2d):
+        return MatrixConv2d(
+            Y32, b32, layer.kernel_size, layer.stride, layer.padding, layer.dilation
+        )
+    return LowRankLinear(Y32, b32)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@with_fixtures
+@given(data=st.data())
+def test_float32_stays_float32_and_agrees_with_float64(xp, kind, data):
+    layer, x, dy = make_layer(kind, data.draw(KINDS[kind]), xp)
+    l32 = _as32(layer, xp)
+    x32, dy32 = x.astype(xp.float32), dy.astype(xp.float32)
+    y, y32 = layer.forward(x), l32.forward(x32)
+    dx, dx32 = layer.backward(dy), l32.backward(dy32)
+    mats = list(layer.weight.factors)
+    p, p32 = layer.projector().project(mats), l32.projector().project(list(l32.weight.factors))
+    for a, a32 in ((y, y32), (dx, dx32), (p, p32), (layer.dense_gradient(), l32.dense_gradient())):
+        assert a32.dtype == np.float32
+        assert_close(a32, a, np.float32, scale=fro(a))
+
+
+def test_from_dense_at_full_rank_reproduces_the_weight(xp, rng):
+    w = xp.asarray(rng.standard_normal((4, 3, 3, 2)))
+    b = xp.asarray(rng.standard_normal(4))
+    layer = TuckerConv2d.from_dense(w, b, (4, 3, 3, 2), padding=1)
+    assert_close(layer.dense_weight(), w, np.float64, scale=fro(w))
+    assert layer.params["b"] is b and layer.padding == (1, 1)
+    m = MatrixConv2d.from_dense(w, b, (4, 4), stride=2)
+    assert m.dense_shape == (4, 18) and m.kernel_size == (3, 2)
+    assert_close(m.dense_weight(), w, np.float64, scale=fro(w))
+    w2 = xp.asarray(rng.standard_normal((5, 3)))
+    lin = LowRankLinear.from_dense(w2, None, (3, 3))
+    assert_close(lin.dense_weight(), w2, np.float64, scale=fro(w2))
+
+
+def test_from_dense_truncates_to_ranks_with_orthonormal_factors(rng):
+    w = rng.standard_normal((6, 5, 3, 3))
+    layer = TuckerConv2d.from_dense(w, None, (3, 2, 2, 1))
+    assert layer.weight.ranks == (3, 2, 2, 1)
+    for U in layer.weight.factors:
+        # rounding level of a QR/SVD basis of <= 6 columns
+        assert np.linalg.norm(U.T @ U - np.eye(U.shape[1])) < 1e-13
+    # truncation lost something, but the HOSVD is a projection: it cannot add norm
+    assert 0 < fro(layer.dense_weight()) < fro(w)
+
+
+@pytest.mark.parametrize(
+    "cls, args",
+    [
+        (TuckerConv2d, (6, 4, 3, (3, 2, 2, 2))),
+        (MatrixConv2d, (6, 4, (3, 2), (3, 5))),
+        (LowRankLinear, (7, 5, (2, 3))),
+    ],
+)
+def test_random_constructor_is_reproducible_and_has_the_ranks(cls, args):
+    a = cls.random(*args, np.random.default_rng(3))
+    b = cls.random(*args, np.random.default_rng(3))
+    c = cls.random(*args, np.random.default_rng(4))
+    assert a.weight.ranks == args[-1]
+    np.testing.assert_array_equal(a.dense_weight(), b.dense_weight())
+    assert not np.array_equal(a.dense_weight(), c.dense_weight())
+    np.testing.assert_array_equal(a.params["b"], np.zeros(args[0]))
+    fan_in = math.prod(a.dense_weight().shape[1:])
+    # a rank-r truncation of a He-normal weight has at most its norm, N(0, 2/fan_in) entries
+    assert fro(a.dense_weight()) <= 1.5 * math.sqrt(2.0 / fan_in * a.dense_weight().size)
+    with pytest.raises(TypeError, match="Generator"):
+        cls.random(*args, 3)
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def test_bad_weights_and_inputs_raise(rng):
+    Y4 = random_tucker((4, 3, 3, 3), (2, 2, 2, 2), rng)
+    Y2 = random_tucker((4, 27), (2, 2), rng)
+    with pytest.raises(ValueError, match="order 4"):
+        TuckerConv2d(Y2)
+    with pytest.raises(ValueError, match="order 2"):
+        LowRankLinear(Y4)
+    with pytest.raises(TypeError, match="Tucker"):
+        TuckerConv2d(Y4.to_tensor())
+    with pytest.raises(ValueError, match=r"b: expected shape \(4,\)"):
+        TuckerConv2d(Y4, rng.standard_normal(3))
+    with pytest.raises(TypeError, match="float64"):
+        TuckerConv2d(Y4, rng.standard_normal(4).astype(np.float32))
+    with pytest.raises(ValueError, match="kernel_size"):
+        MatrixConv2d(random_tucker((4, 10), (2, 2), rng), kernel_size=3)
+    with pytest.raises(ValueError, match="stride"):
+        TuckerConv2d(Y4, stride=0)
+    wide = Tucker(
+        rng.standard_normal((2, 4)), (rng.standard_normal((4, 2)), rng.standard_normal((3, 4)))
+    )
+    with pytest.raises(ValueError, match="rank <= 3"):
+        LowRankLinear(wide)
+    layer = TuckerConv2d(Y4, padding=1)
+    with pytest.raises(ValueError, match="fixes the shape"):
+        layer.weight = random_tucker((4, 3, 3, 2), (2, 2, 2, 2), rng)
+    with pytest.raises(TypeError, match="float64"):
+        layer.weight = Tucker(
+            Y4.core.astype(np.float32), [U.astype(np.float32) for U in Y4.factors]
+        )
+    with pytest.raises(ValueError, match="input channels"):
+        layer.forward(rng.standard_normal((1, 2, 5, 5)))
+    with pytest.raises(ValueError, match="4-d"):
+        layer.forward(rng.standard_normal((3, 5, 5)))
+    with pytest.raises(TypeError, match="float64"):
+        layer.forward(rng.standard_normal((1, 3, 5, 5)).astype(np.float32))
+    with pytest.raises(ValueError, match="input channels"):
+        MatrixConv2d(Y2, kernel_size=3).forward(rng.standard_normal((1, 2, 5, 5)))
+    with pytest.raises(ValueError, match="input channels"):
+        LowRankLinear(Y2).forward(rng.standard_normal((2, 26)))
+
+
+def test_call_order_and_gradient_shapes_are_checked(rng):
+    layer = TuckerConv2d(random_tucker((4, 3, 3, 3), (2, 2, 2, 2), rng), padding=1)
+    with pytest.raises(RuntimeError, match="before forward"):
+        layer.backward(rng.standard_normal((1, 4, 5, 5)))
+    x = rng.standard_normal((1, 3, 5, 5))
+    layer.forward(x)
+    with pytest.raises(RuntimeError, match="backward pass first"):
+        layer.projector()
+    with pytest.raises(ValueError, match=r"dy: expected shape \(1, 4, 5, 5\)"):
+        layer.backward(rng.standard_normal((1, 4, 4, 5)))
+    layer.backward(rng.standard_normal((1, 4, 5, 5)))
+    P = layer.projector()
+    with pytest.raises(ValueError, match="one per mode"):
+        P.project([None, None])
+    with pytest.raises(ValueError, match=r"mats\[1\] must have shape \(3, m\)"):
+        P.project([None, rng.standard_normal((4, 2)), None, None])
+    layer.forward(x)  # a new forward invalidates the old projector
+    with pytest.raises(RuntimeError, match="backward pass first"):
+        layer.dense_gradient()
