@@ -16,8 +16,8 @@ import numpy as np
 
 from .backend import get_xp
 from .hosvd import hosvd
-from .linalg import max_orthonormality_error, qr_signfixed
-from .projector import as_projector
+from .linalg import max_orthonormality_error, orth, qr_signfixed
+from .projector import MomentumGradient, as_projector
 from .tucker import Tucker, multi_mode_product, unfold
 
 __all__ = [
@@ -57,8 +57,9 @@ class StepInfo:
     orthonormality_error : float
         max_i ||U_i'^T U_i' - I||_F of the new bases.
     velocity : array or None
-        With momentum: the core velocity carried into the new bases (lifted by x_i M̂_i,
-        truncated by x_i P_i^T), to pass to the next step. None without momentum.
+        With momentum: the new velocity's core in the new bases, to pass to the next step
+        (the projected heavy-ball direction grad_Ĉ of G + μV, truncated by x_i P_i^T).
+        None without momentum.
     """
 
     ranks_before: tuple
@@ -118,22 +119,15 @@ def augment(K, U):
 
     Notes
     -----
-    Û_i = [U_i | N_i] where N_i is an orthonormal basis of the part of range(K_i) outside
-    range(U_i): R = (I - U_i U_i^T) K_i (projected twice, for orthogonality to rounding),
-    then the left singular vectors of R whose singular values exceed
-    max(n_i, width) · eps · max(1, ||K_i||_F) (rounding noise is not a direction).
-    Keeping U_i as the first block makes range(Û_i) ⊇ range(U_i) exact, so the lift is
-    exact to rounding. Width r̂_i ≤ min(2 r_i, n_i).  M̂_i = Û_i^T U_i  (r̂_i x r_i).
+    Û_i = orth([K_i | U_i]) (left singular vectors of the n_i x 2r_i matrix [K_i | U_i] whose
+    singular values exceed max(n_i, 2 r_i) · eps · σ_max, see :func:`refdlrt.linalg.orth`), so a
+    rank-deficient [K_i | U_i] gives exactly its rank and never columns outside its range.
+    Its width r̂_i ≤ min(2 r_i, n_i). Then M̂_i = Û_i^T U_i  (r̂_i x r_i). Every direction of
+    range(U_i) has singular value >= 1 in [K_i | U_i], so range(Û_i) ⊇ range(U_i) to rounding.
     """
     xp = get_xp(K, U)
-    n, r = U.shape
-    R = K - U @ (U.T @ K)  # n x k
-    R = R - U @ (U.T @ R)
-    P, s, _ = xp.linalg.svd(R, full_matrices=False)
-    tol = max(n, r + K.shape[1]) * np.finfo(K.dtype).eps * max(1.0, _fro(K))
-    k_new = min(int((s > tol).sum()), n - r)
-    U_hat = xp.concatenate([U, P[:, :k_new]], axis=1)  # n x r̂
-    return U_hat, U_hat.T @ U
+    U_hat = orth(xp.concatenate([K, U], axis=1))  # n_i x r̂_i
+    return U_hat, U_hat.T @ U  # r̂_i x r_i
 
 
 def lift(C, M_hats: Sequence):
@@ -144,23 +138,17 @@ def lift(C, M_hats: Sequence):
     return multi_mode_product(C, list(M_hats))
 
 
-def s_step(C_hat, U_hats: Sequence, grad, lr: float, *, momentum: float = 0.0, velocity=None):
-    """Galerkin step on the augmented core: Ĉ <- Ĉ - λ grad_Ĉ L (optionally with momentum).
+def s_step(C_hat, U_hats: Sequence, grad, lr: float):
+    """Galerkin step on the augmented core: Ĉ <- Ĉ - λ grad_Ĉ L.
 
     Notes
     -----
     grad_Ĉ L = G x_0 Û_0^T ... x_{d-1} Û_{d-1}^T, taken at the same point Y (the lifted
-    tensor equals Y, so no new forward pass is needed). With momentum μ > 0 and a velocity
-    v̂ already lifted into the augmented bases: v̂ <- μ v̂ + grad_Ĉ L, Ĉ <- Ĉ - λ v̂.
-
-    Returns (Ĉ after the step, grad_Ĉ L, v̂ or None).
+    tensor equals Y, so no new forward pass is needed). Returns (Ĉ after the step, grad_Ĉ L).
     """
     grad_C = grad.project(list(U_hats))  # r̂_0 x ... x r̂_{d-1}
     _check_finite(grad_C, "the core gradient")
-    if momentum == 0.0:
-        return C_hat - lr * grad_C, grad_C, None
-    v_hat = grad_C if velocity is None else momentum * velocity + grad_C
-    return C_hat - lr * v_hat, grad_C, v_hat
+    return C_hat - lr * grad_C, grad_C
 
 
 def truncate(C_hat, U_hats: Sequence, tau: float, *, r_min, r_max):
@@ -265,10 +253,12 @@ def tdlrt_step(
     diagnostics : bool
         Also compute the lift error and ||G x_i U_i^T|| (costs a dense Y and one projection).
     momentum, velocity : float, array or None
-        Heavy-ball momentum μ in [0, 1) on the core (S-step) only; ``velocity`` is the core
-        velocity of the previous step in Y's bases (shape = core shape; None = zero). It is
-        carried through the basis change: lifted with the core (v x_i M̂_i) and truncated with
-        it (x_i P_i^T), and returned as ``StepInfo.velocity``. K-steps take plain gradient steps.
+        Heavy-ball momentum μ in [0, 1). ``velocity`` is the core v of the previous velocity
+        V = v x_i U_i in Y's bases (shape = core shape; None = zero). The whole step (K-steps
+        and S-step) is taken with the direction G + μV (see :class:`MomentumGradient`), and the
+        new velocity is its Galerkin projection grad_Ĉ, carried into the new bases by the
+        truncation (x_i P_i^T) and returned as ``StepInfo.velocity``. With momentum the
+        gradient norms in StepInfo are those of G + μV.
 
     Returns
     -------
@@ -280,6 +270,8 @@ def tdlrt_step(
     G = as_projector(grad, Y.shape)
     if hasattr(G, "G"):
         _check_finite(G.G, "grad")
+    if momentum and velocity is not None:
+        G = MomentumGradient(G, velocity, tuple(Y.factors), float(momentum))
     r_max = _rank_bounds(r_min, r_max, Y.shape)
     if adaptive_modes is None:
         adaptive = [not fixed_rank] * d
@@ -312,8 +304,7 @@ def tdlrt_step(
     lift_error = None
     if diagnostics:
         lift_error = _fro(multi_mode_product(C_hat, U_hats) - Y.to_tensor())
-    v_hat = None if velocity is None or momentum == 0.0 else lift(velocity, M_hats)
-    C_tilde, grad_C, v_hat = s_step(C_hat, U_hats, G, lr, momentum=momentum, velocity=v_hat)
+    C_tilde, grad_C = s_step(C_hat, U_hats, G, lr)
     ranks_aug = tuple(int(c.shape[1]) for c in U_hats)
 
     # Truncation
@@ -324,9 +315,10 @@ def tdlrt_step(
         hi = [max(min(rm, ra), l) if a else ra for a, rm, ra, l in zip(adaptive, r_max, ranks_aug, lo)]
         Y_new, hinfo, eta = truncate(C_tilde, U_hats, tau, r_min=lo, r_max=hi)
         theta, bound = float(hinfo.theta), float(hinfo.bound)
-    if v_hat is not None:  # v <- v̂ x_i P_i^T with P_i = Û_i^T U_i'
+    v_new = None
+    if momentum:  # v <- grad_Ĉ x_i P_i^T with P_i = Û_i^T U_i'
         P = [Uh.T @ U for Uh, U in zip(U_hats, Y_new.factors)]  # r̂_i x r_i'
-        v_hat = multi_mode_product(v_hat, P, transpose=True)
+        v_new = multi_mode_product(grad_C, P, transpose=True)
 
     info = StepInfo(
         ranks_before=tuple(Y.ranks),
@@ -340,6 +332,6 @@ def tdlrt_step(
         grad_norm=G.norm() if hasattr(G, "norm") else None,
         lift_error=lift_error,
         orthonormality_error=max_orthonormality_error(Y_new.factors),
-        velocity=v_hat,
+        velocity=v_new,
     )
     return Y_new, info

@@ -109,18 +109,21 @@ def init_ranks(shape, fraction: float) -> tuple:
     return tuple(ranks)
 
 
-def _dense_init(shape, fan_in, rng, dtype):
-    """Kaiming-uniform weight (He et al.) and a small uniform bias, like torch's defaults."""
-    bound = math.sqrt(6.0 / fan_in)
+def _dense_init(shape, fan_in, rng, dtype, *, last=False):
+    """He (kaiming) uniform init, bound sqrt(6 / fan_in), for layers followed by a ReLU; the
+    last (logit) layer and all biases use PyTorch's default bound 1/sqrt(fan_in)."""
+    bound = 1.0 / math.sqrt(fan_in) if last else math.sqrt(6.0 / fan_in)
     w = rng.uniform(-bound, bound, size=shape).astype(dtype)
     b = rng.uniform(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in), size=shape[0]).astype(dtype)
     return w, b
 
 
 def _lowrank_weight(w, ranks, xp) -> Tucker:
-    """Truncated HOSVD of the dense init at the given ranks, moved to the backend."""
+    """Truncated HOSVD of the dense init at the given ranks, its core rescaled so that
+    ||Y||_F = ||w||_F (the truncation would otherwise shrink the signal through the layer)."""
     Y, _ = hosvd(w, ranks=ranks)
-    return Tucker(xp.asarray(Y.core), tuple(xp.asarray(U) for U in Y.factors))
+    core = Y.core * (np.linalg.norm(w) / np.linalg.norm(Y.core))
+    return Tucker(xp.asarray(core.astype(w.dtype)), tuple(xp.asarray(U) for U in Y.factors))
 
 
 def build_model(specs, method: str, rng: np.random.Generator, *, init_rank=0.5, ranks=None,
@@ -146,6 +149,7 @@ def build_model(specs, method: str, rng: np.random.Generator, *, init_rank=0.5, 
     unknown = set(ranks) - {n for n, kind in plan.items() if kind != "dense"}
     if unknown:
         raise ValueError(f"ranks given for layers that are not low-rank here: {sorted(unknown)}")
+    last_linear = [s.name for s in specs if s.kind == "linear"][-1]
     out = []
     for s in specs:
         a = s.args
@@ -165,7 +169,7 @@ def build_model(specs, method: str, rng: np.random.Generator, *, init_rank=0.5, 
                                         kernel_size=(a["k"], a["k"]), padding=a["padding"])
         elif s.kind == "linear":
             shape = (a["n_out"], a["n_in"])
-            w, b = _dense_init(shape, a["n_in"], rng, dtype)
+            w, b = _dense_init(shape, a["n_in"], rng, dtype, last=s.name == last_linear)
             if plan[s.name] == "dense":
                 layer = L.Linear(xp.asarray(w), xp.asarray(b))
             else:

@@ -18,7 +18,7 @@ from typing import Protocol, Sequence
 from .backend import get_xp
 from .tucker import multi_mode_product
 
-__all__ = ["GradientProjector", "DenseGradient", "as_projector"]
+__all__ = ["GradientProjector", "DenseGradient", "MomentumGradient", "as_projector"]
 
 
 class GradientProjector(Protocol):
@@ -50,6 +50,27 @@ class DenseGradient:
         """||G||_F."""
         xp = get_xp(self.G)
         return float(xp.linalg.norm(self.G.ravel()))
+
+
+@dataclass(frozen=True)
+class MomentumGradient:
+    """The heavy-ball direction G + μ V, with the previous velocity V = v x_i U_i kept in
+    low-rank form (core v in the bases U_i of the current weight).
+
+    Notes
+    -----
+    (G + μ V) x_i A_i^T = G x_i A_i^T + μ v x_i (A_i^T U_i); a None entry leaves the mode
+    unprojected, i.e. uses U_i itself. V is never formed.
+    """
+
+    G: object
+    v: object
+    Us: tuple
+    mu: float
+
+    def project(self, mats: Sequence):
+        mats_v = [U if A is None else A.T @ U for A, U in zip(mats, self.Us)]
+        return self.G.project(mats) + self.mu * multi_mode_product(self.v, mats_v)
 
 
 def as_projector(grad, shape: tuple):

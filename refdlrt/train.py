@@ -143,7 +143,7 @@ class Trainer:
         loss, cache = softmax_cross_entropy(logits, yb)
         loss = float(loss)
         if not math.isfinite(loss):
-            raise TrainingDiverged(f"the loss became {loss} at epoch {self.epoch}")
+            raise TrainingDiverged(f"the loss became NaN/Inf ({loss}) in epoch {self.epoch + 1}")
         d = softmax_cross_entropy_backward(cache)
         for layer in reversed(self.layers):
             d = layer.backward(d)
@@ -153,7 +153,10 @@ class Trainer:
                 v = self._heavy_ball((k, name), layer.grads[name], mu)
                 layer.params[name] = p - lr * v
             if hasattr(layer, "weight"):
-                self._lowrank_update(k, layer, lr, mu)
+                try:
+                    self._lowrank_update(k, layer, lr, mu)
+                except FloatingPointError as e:  # the integrator refuses NaN/Inf gradients
+                    raise TrainingDiverged(f"layer {layer.name}, epoch {self.epoch + 1}: {e}") from e
         acc = float(to_numpy((logits.argmax(axis=1) == yb).mean()))
         return loss, acc
 
@@ -223,7 +226,7 @@ class Trainer:
                 arrays += [ly.weight.core, *ly.weight.factors]
             for a in arrays:
                 if not bool(xp.isfinite(a).all()):
-                    raise TrainingDiverged(f"a parameter of layer {ly.name} became NaN/Inf at epoch {self.epoch}")
+                    raise TrainingDiverged(f"a parameter of layer {ly.name} became NaN/Inf in epoch {self.epoch + 1}")
 
     # -- the loop -------------------------------------------------------------------------
     def run_epoch(self, progress=None):
