@@ -1,6 +1,6 @@
 """Time refdlrt's conv2d forward + backward against torch.nn.functional.conv2d.
 
-Usage:  python benchmarks/bench_conv.py [--threads T] [--repeats R] [--only NAME]
+Usage:  python benchmarks/bench_conv.py [--threads T] [--repeats R] [--only NAME] [--wait-idle S]
 
 Both libraries run in this process with the same number of threads T (default: the
 number of CPUs), set before NumPy is imported (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS)
@@ -22,9 +22,17 @@ import time
 
 def _parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for numpy and torch")
+    p.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="threads for numpy and torch"
+    )
     p.add_argument("--repeats", type=int, default=0, help="timed repeats per case (0: by size)")
     p.add_argument("--only", default="", help="run only cases whose name contains this")
+    p.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        help="before each case wait up to this many seconds for other processes to go quiet",
+    )
     return p.parse_args()
 
 
@@ -32,10 +40,10 @@ ARGS = _parse()
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
 
-import numpy as np  # noqa: E402  (after the thread variables are set)
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from refdlrt.conv import conv2d_backward, conv2d_forward  # noqa: E402
+from refdlrt.conv import conv2d_backward, conv2d_forward
 
 # name, N, C_in, C_out, H (= W), k, padding
 CASES = [
@@ -77,6 +85,46 @@ def blas_info() -> str:
     return f"OpenBLAS at {libs[0]} (kernel name not exported)"
 
 
+def cpu_busy_seconds() -> float | None:
+    """Busy CPU seconds of the whole machine so far (Linux /proc/stat), None elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """Share of the machine's CPUs used by *other* processes between start() and stop()."""
+
+    def start(self):
+        self.busy, self.own, self.wall = (
+            cpu_busy_seconds(),
+            time.process_time(),
+            time.perf_counter(),
+        )
+        return self
+
+    def stop(self) -> float:
+        busy = cpu_busy_seconds()
+        if busy is None or self.busy is None:
+            return float("nan")
+        other = (busy - self.busy) - (time.process_time() - self.own)
+        return max(0.0, other / ((time.perf_counter() - self.wall) * os.cpu_count()))
+
+
+def wait_for_idle(max_wait: float, threshold: float = 0.1) -> None:
+    """Wait (at most max_wait seconds) until other processes use < threshold of the CPUs."""
+    deadline = time.perf_counter() + max_wait
+    while time.perf_counter() < deadline:
+        probe = OtherLoad().start()
+        time.sleep(1.0)
+        if probe.stop() < threshold:
+            return
+
+
 def time_case(N, C, O, H, k, pad, dtype, repeats, rng):
     """Median seconds (fwd, bwd) for ours and torch, interleaved."""
     x = rng.standard_normal((N, C, H, H)).astype(dtype)
@@ -89,7 +137,7 @@ def time_case(N, C, O, H, k, pad, dtype, repeats, rng):
 
     def ours():
         t0 = time.perf_counter()
-        y, cache = conv2d_forward(x, w, b, padding=pad)
+        _, cache = conv2d_forward(x, w, b, padding=pad)
         t1 = time.perf_counter()
         conv2d_backward(dy, cache)
         return t1 - t0, time.perf_counter() - t1
@@ -104,7 +152,9 @@ def time_case(N, C, O, H, k, pad, dtype, repeats, rng):
 
     for _ in range(2):  # warm-up
         ours(), theirs()
-    samples = np.array([(ours(), theirs()) for _ in range(repeats)])  # R, 2 (ours, torch), 2 (fwd, bwd)
+    samples = np.array(
+        [(ours(), theirs()) for _ in range(repeats)]
+    )  # R, 2 (ours, torch), 2 (fwd, bwd)
     return np.median(samples, axis=0), np.median(samples.sum(axis=2), axis=0)
 
 
@@ -115,7 +165,10 @@ def main() -> int:
     print(f"threads: numpy/OpenBLAS {ARGS.threads}, torch {torch.get_num_threads()}; env {env}")
     print(f"numpy BLAS: {blas_info()}")
     rng = np.random.default_rng(0)
-    head = f"{'case':26s} {'dtype':7s} {'ours fwd':>9s} {'ours f+b':>9s} {'torch fwd':>9s} {'torch f+b':>9s} {'ratio':>6s}"
+    head = (
+        f"{'case':26s} {'dtype':7s} {'ours fwd':>9s} {'ours f+b':>9s} {'torch fwd':>9s} "
+        f"{'torch f+b':>9s} {'ratio':>6s} {'other':>6s}"
+    )
     print(head + "\n" + "-" * len(head))
     start = time.perf_counter()
     for name, N, C, O, H, k, pad in CASES:
@@ -124,14 +177,21 @@ def main() -> int:
         for dtype in (np.float32, np.float64):
             big = C * O * H * H >= 2**20
             repeats = ARGS.repeats or (5 if big and dtype == np.float64 else 7 if big else 21)
+            wait_for_idle(ARGS.wait_idle)
+            load = OtherLoad().start()
             per, tot = time_case(N, C, O, H, k, pad, dtype, repeats, rng)
+            other = load.stop()
             (of, _), (tf, _) = per
             print(
                 f"{name:26s} {np.dtype(dtype).name:7s} {of * 1e3:9.1f} {tot[0] * 1e3:9.1f} "
-                f"{tf * 1e3:9.1f} {tot[1] * 1e3:9.1f} {tot[0] / tot[1]:6.2f}",
+                f"{tf * 1e3:9.1f} {tot[1] * 1e3:9.1f} {tot[0] / tot[1]:6.2f} {other:6.0%}",
                 flush=True,
             )
-    print(f"(ms, medians; ratio = ours / torch for forward + backward; {time.perf_counter() - start:.0f} s)")
+    took = time.perf_counter() - start
+    print(
+        "(ms, medians; ratio = ours / torch for forward + backward; other = share of the CPUs\n"
+        f" used by other processes meanwhile, which slows both sides unevenly; {took:.0f} s)"
+    )
     return 0
 
 

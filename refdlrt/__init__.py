@@ -8,6 +8,14 @@ from .activation import relu_backward, relu_forward
 from .backend import get_xp, gpu_available, to_numpy
 from .baselines import naive_factor_gradients, naive_factor_step
 from .batchnorm import batchnorm2d_backward, batchnorm2d_forward
+from .conv import (
+    conv2d_backward,
+    conv2d_forward,
+    conv2d_naive,
+    conv2d_naive_backward,
+    conv2d_weight_grad,
+    conv_output_size,
+)
 from .datasets import (
     FASHION_MNIST_DEBIAN_DIR,
     Dataset,
@@ -24,8 +32,10 @@ from .datasets import (
 from .gradcheck import AdjointResult, adjoint_test, linear_adjoint_check
 from .hosvd import HOSVDInfo, hosvd, tail_norms, truncation_rank
 from .integrator import StepInfo, augment, k_step, lift, s_step, tdlrt_step, truncate
+from .layers import AvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU
 from .linalg import max_orthonormality_error, orth, orthonormality_error, qr_signfixed
 from .linear import flatten_backward, flatten_forward, linear_backward, linear_forward
+from .lowrank_layers import LowRankLinear, MatrixConv2d, TuckerConv2d
 from .loss import softmax_cross_entropy, softmax_cross_entropy_backward
 from .pooling import avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward
 from .problems import (
@@ -35,8 +45,10 @@ from .problems import (
     random_quadratic,
     random_tucker,
 )
-from .projector import DenseGradient
+from .models import build_model, lenet5, vgg_small
+from .projector import DenseGradient, MomentumGradient
 from .tolerances import TOLERANCES, Tolerance, tolerance
+from .train import TrainConfig, Trainer, TrainingDiverged
 from .tucker import Tucker, fold, mode_product, multi_mode_product, tucker_to_tensor, unfold
 
 __version__ = "0.1.0"
@@ -48,6 +60,8 @@ __all__ = [
     # checking
     "adjoint_test", "linear_adjoint_check", "AdjointResult", "Tolerance", "TOLERANCES", "tolerance",
     # primitives
+    "conv2d_forward", "conv2d_backward", "conv2d_naive", "conv2d_naive_backward",
+    "conv2d_weight_grad", "conv_output_size",
     "linear_forward", "linear_backward", "flatten_forward", "flatten_backward",
     "relu_forward", "relu_backward",
     "maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
@@ -61,6 +75,10 @@ __all__ = [
     "tdlrt_step", "StepInfo", "k_step", "augment", "lift", "s_step", "truncate", "DenseGradient",
     "naive_factor_step", "naive_factor_gradients",
     "QuadraticProblem", "TargetProblem", "LinearProblem", "random_quadratic", "random_tucker",
+    # layers, models, training
+    "Conv2d", "Linear", "BatchNorm2d", "ReLU", "MaxPool2d", "AvgPool2d", "Flatten",
+    "TuckerConv2d", "LowRankLinear", "MatrixConv2d", "MomentumGradient",
+    "lenet5", "vgg_small", "build_model", "TrainConfig", "Trainer", "TrainingDiverged",
     # data
     "Dataset", "standardize", "read_idx", "load_mnist_dir", "load_fashion_mnist",
     "load_embedded_mnist", "embedded_mnist_split", "load_cifar10_dir", "load_dataset",

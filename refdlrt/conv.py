@@ -8,13 +8,19 @@ Cross-correlation exactly as ``torch.nn.functional.conv2d``:
 where xpad is x with ph (pw) zero rows (columns) on both sides.
 
 Fast path: a channels-innermost im2col and one GEMM. The padded input is stored
-NHWC, so tap (i, j) is the strided slice ``xpad[:, dh i :: sh, dw j :: sw, :]`` and its
-copy into the patch matrix moves contiguous blocks of C_in numbers:
+NHWC, so tap (i, j) is the strided slice ``xpad[:, dh i :: sh, dw j :: sw, :]`` and the
+patch matrix is copied in contiguous runs of C_in numbers:
 
     col[(n, oh, ow), (i, j, c)] = xpad[n, sh oh + dh i, sw ow + dw j, c],
     Y = col @ W_mat,                    W_mat[(i, j, c), o] = w[o, c, i, j],
-    dW_mat = col^T @ dY,
-    dcol = dY @ W_mat^T,  dx = col2im(dcol)   (adjoint of im2col: the same taps with ``+=``).
+    dW_mat = col^T @ dY,                dY[(n, oh, ow), o] = dy[n, o, oh, ow].
+
+dx takes one of two routes (both exact; `_select_dx_route` picks the faster one):
+- col2im: for each tap (i, j), ``dxpad[tap (i, j)] += dY @ w[:, :, i, j]``, i.e. the taps of
+  dcol = dY @ W_mat^T added into their strided slices of a zero dxpad (the adjoint of the
+  im2col gather, by construction; any stride);
+- transposed convolution (stride 1): dx = conv(e, flip(w)^T), with e the shifted dy
+  padded by dilation (k - 1) - padding, by the same im2col + one GEMM as the forward.
 
 The batch is processed in blocks of a few samples, so the patch matrices live in
 reused, cache-sized buffers (one big im2col buffer costs more in page faults and
@@ -30,18 +36,21 @@ from ._checks import check_float_array, check_ndim, check_same_dtype, pair
 from .backend import get_xp
 
 __all__ = [
-    "conv_output_size",
-    "conv2d_forward",
+    "conv2d_weight_grad",
     "conv2d_backward",
+    "conv2d_forward",
     "conv2d_naive",
     "conv2d_naive_backward",
+    "conv_output_size",
 ]
 
 # Bytes of patch matrix per batch block: NumPy wants it cache-sized, a GPU wants one big GEMM.
 _BLOCK_BYTES = {"numpy": 12 * 2**20, "cupy": 2**31}
 
 
-def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
+def conv_output_size(
+    size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1
+) -> int:
     """Output length of a convolution along one axis.
 
     Notes
@@ -98,8 +107,8 @@ def _geometry(x, w, b, stride, padding, dilation) -> ConvGeometry:
     out = tuple(conv_output_size(*a) for a in zip((H, W), (kh, kw), s, p, d))
     if min(out) < 1:
         raise ValueError(
-            f"output size {out} is too small (expected >= 1) for input {(H, W)}, kernel {(kh, kw)}, "
-            f"stride {s}, padding {p}, dilation {d}"
+            f"output size {out} is too small (expected >= 1) for input {(H, W)}, "
+            f"kernel {(kh, kw)}, stride {s}, padding {p}, dilation {d}"
         )
     return ConvGeometry(N, C, O, (H, W), (kh, kw), s, p, d, out)
 
@@ -207,17 +216,24 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1):
 
 
 def _dx_by_col2im(w, g: ConvGeometry, nb: int, xp):
-    """Block function dy (n, Ho, Wo, O) -> dx (n, H, W, C): col2im(dY W_mat^T)."""
-    (kh, kw), (Hp, Wp), (Ho, Wo), (H, W), (ph, pw) = g.kernel, g.padded_size, g.out_size, g.in_size, g.padding
-    C, O, K = g.c_in, g.c_out, kh * kw * g.c_in
-    w_mat_t = xp.ascontiguousarray(_kernel_matrix(w).T)  # O, K
-    dcol = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=w.dtype)
+    """Block function dy (n, Ho, Wo, O) -> dx (n, H, W, C): col2im(dY W_mat^T), one tap at a
+    time: dxpad[tap (i, j)] += dY @ w[:, :, i, j]."""
+    (kh, kw), (Hp, Wp), (Ho, Wo) = g.kernel, g.padded_size, g.out_size
+    (H, W), (ph, pw), C, O = g.in_size, g.padding, g.c_in, g.c_out
+    w_taps = xp.ascontiguousarray(w.transpose(2, 3, 0, 1))  # kh, kw, O, C
+    dcol_tap = xp.empty((nb * Ho * Wo, C), dtype=w.dtype)
     dxpad = xp.empty((nb, Hp, Wp, C), dtype=w.dtype)
 
     def dx_block(dy_n):
         n = dy_n.shape[0]
-        xp.matmul(dy_n.reshape(n * Ho * Wo, O), w_mat_t, out=dcol[:n].reshape(n * Ho * Wo, K))
-        return _col2im_into(dxpad[:n], dcol[:n], g)[:, ph : ph + H, pw : pw + W, :]
+        dy_mat, dxpad_n = dy_n.reshape(n * Ho * Wo, O), dxpad[:n]
+        dxpad_n[...] = 0
+        for i in range(kh):
+            for j in range(kw):
+                d = xp.matmul(dy_mat, w_taps[i, j], out=dcol_tap[: n * Ho * Wo])  # n Ho Wo, C
+                window = _tap(dxpad_n, i, j, g)
+                window += d.reshape(n, Ho, Wo, C)
+        return dxpad_n[:, ph : ph + H, pw : pw + W, :]
 
     return dx_block
 
@@ -240,7 +256,8 @@ def _dx_by_transposed_conv(w, g: ConvGeometry, nb: int, xp):
     """
     (kh, kw), (sh, sw), (dh, dw), (ph, pw) = g.kernel, g.stride, g.dilation, g.padding
     (H, W), (Ho, Wo), C, O = g.in_size, g.out_size, g.c_in, g.c_out
-    Lh, Lw, offh, offw = H + dh * (kh - 1), W + dw * (kw - 1), dh * (kh - 1) - ph, dw * (kw - 1) - pw
+    Lh, Lw = H + dh * (kh - 1), W + dw * (kw - 1)  # length of e
+    offh, offw = dh * (kh - 1) - ph, dw * (kw - 1) - pw  # e[sh oh + offh] = dy[oh]
     (h0, h1), (w0, w1) = _lattice(Ho, sh, offh, Lh), _lattice(Wo, sw, offw, Lw)
     wf = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)).reshape(kh * kw * O, C)
     e = xp.zeros((nb, Lh, Lw, O), dtype=w.dtype)  # zero off the lattice, always
@@ -261,39 +278,40 @@ def _dx_by_transposed_conv(w, g: ConvGeometry, nb: int, xp):
 
 
 def _select_dx_route(g: ConvGeometry):
-    """Measured choice (benchmarks/README.md): with stride 1 the transposed convolution is
-    faster (one im2col copy + a GEMM with a long inner dimension beats a wide GEMM + col2im);
-    with stride > 1 it would multiply zeros (sh sw times the work), so col2im wins."""
-    return _dx_by_transposed_conv if g.stride == (1, 1) else _dx_by_col2im
+    """Pick the faster dx route (measured, see benchmarks/README.md).
 
-
-def conv2d_backward(dy, cache):
-    """Gradients of :func:`conv2d_forward`: (dx, dw, db), db None when there was no bias.
-
-    Notes
-    -----
-    With dY[(n, oh, ow), o] = dy[n, o, oh, ow] and col as in the forward:
-    dW_mat = col^T dY (dw[o, c, i, j] = dW_mat[(i, j, c), o]), db[o] = sum_{n,oh,ow} dy[n, o, oh, ow],
-    dx = col2im(dY W_mat^T), the adjoint of the im2col gather.
+    The transposed convolution needs stride 1 (else it multiplies sh sw times as many zeros)
+    and pays one im2col copy of H W kh kw C_out numbers per sample, where col2im writes and
+    re-reads Ho Wo kh kw C_in; it is taken when its copy is not the larger one.
     """
-    x, w, has_bias, g = cache
-    xp = get_xp(dy, x)
+    (H, W), (Ho, Wo) = g.in_size, g.out_size
+    if g.stride == (1, 1) and H * W * g.c_out <= Ho * Wo * g.c_in:
+        return _dx_by_transposed_conv
+    return _dx_by_col2im
+
+
+def _check_dy(dy, g: ConvGeometry, dtype):
     check_float_array(dy, "dy")
     expected = (g.n, g.c_out, *g.out_size)
     if tuple(dy.shape) != expected:
         raise ValueError(f"dy: expected shape {expected} (N, C_out, Ho, Wo), got {tuple(dy.shape)}")
-    if dy.dtype != x.dtype:
-        raise TypeError(f"dy: expected dtype {x.dtype} (the dtype of x), got {dy.dtype}")
+    if dy.dtype != dtype:
+        raise TypeError(f"dy: expected dtype {dtype} (the dtype of x), got {dy.dtype}")
+
+
+def _backward(dy, x, w, g: ConvGeometry, *, need_dx: bool):
+    """(dx or None, dw) block by block: dW_mat = col^T dY, dx = col2im(dY W_mat^T)."""
+    xp = get_xp(dy, x)
     (kh, kw), (Hp, Wp), (Ho, Wo) = g.kernel, g.padded_size, g.out_size
     C, O, K = g.c_in, g.c_out, kh * kw * g.c_in
     nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
-    dx_block = _select_dx_route(g)(w, g, nb, xp)
+    dx_block = _select_dx_route(g)(w, g, nb, xp) if need_dx else None
     xpad = xp.zeros((nb, Hp, Wp, C), dtype=x.dtype)
     col = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=x.dtype)
     dybuf = xp.empty((nb, Ho, Wo, O), dtype=x.dtype)
     dw_mat = xp.zeros((K, O), dtype=x.dtype)
     dw_part = xp.empty((K, O), dtype=x.dtype)
-    dx = xp.empty(x.shape, dtype=x.dtype)
+    dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     for n0, n1 in blocks:
         n = n1 - n0
         dybuf[:n] = dy[n0:n1].transpose(0, 2, 3, 1)
@@ -301,10 +319,54 @@ def conv2d_backward(dy, cache):
         col_n = _im2col_into(col[:n], _pad_nhwc_into(xpad[:n], x[n0:n1], g), g.stride, g.dilation)
         xp.matmul(col_n.reshape(n * Ho * Wo, K).T, dy_n, out=dw_part)  # K, O
         dw_mat += dw_part
-        dx[n0:n1] = dx_block(dybuf[:n]).transpose(0, 3, 1, 2)  # n, C, H, W
+        if need_dx:
+            dx[n0:n1] = dx_block(dybuf[:n]).transpose(0, 3, 1, 2)  # n, C, H, W
     dw = xp.ascontiguousarray(dw_mat.reshape(kh, kw, C, O).transpose(3, 2, 0, 1))  # O, C, kh, kw
+    return dx, dw
+
+
+def conv2d_backward(dy, cache):
+    """Gradients of :func:`conv2d_forward`: (dx, dw, db), db None when there was no bias.
+
+    Notes
+    -----
+    With dY[(n, oh, ow), o] = dy[n, o, oh, ow] and col as in the forward (rebuilt block by
+    block from the cached x): dW_mat = col^T dY, dw[o, c, i, j] = dW_mat[(i, j, c), o];
+    db[o] = sum_{n, oh, ow} dy[n, o, oh, ow]; dx = col2im(dY W_mat^T), computed by
+    `_select_dx_route` either so or as the equal transposed convolution.
+    """
+    x, w, has_bias, g = cache
+    _check_dy(dy, g, x.dtype)
+    dx, dw = _backward(dy, x, w, g, need_dx=True)
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dw, db
+
+
+def conv2d_weight_grad(x, dy, kernel_size, *, stride=1, padding=0, dilation=1):
+    """Kernel gradient alone: dw of y = conv2d(x, w) for output gradient dy (no dx).
+
+    Parameters
+    ----------
+    x : (N, C_in, H, W); dy : (N, C_out, H_out, W_out); kernel_size : int or pair (kh, kw).
+
+    Returns
+    -------
+    dw : (C_out, C_in, kh, kw), the same as :func:`conv2d_backward`'s dw.
+
+    Notes
+    -----
+    dw[o, c, i, j] = sum_{n, oh, ow} dy[n, o, oh, ow] xpad[n, c, s_h oh + d_h i, s_w ow + d_w j].
+    Used by the low-rank layers' projectors on reduced channel counts.
+    """
+    kh, kw = pair(kernel_size, "kernel_size")
+    for a, name, layout in ((x, "x", "N, C_in, H, W"), (dy, "dy", "N, C_out, H_out, W_out")):
+        check_float_array(a, name)
+        check_ndim(a, 4, name, layout)
+    xp = get_xp(x, dy)
+    w = xp.empty((dy.shape[1], x.shape[1], kh, kw), dtype=dy.dtype)  # shape only
+    g = _geometry(x, w, None, stride, padding, dilation)
+    _check_dy(dy, g, x.dtype)
+    return _backward(dy, x, w, g, need_dx=False)[1]
 
 
 def _pad_nchw(x, g: ConvGeometry):
@@ -346,11 +408,13 @@ def conv2d_naive_backward(dy, x, w, b=None, *, stride=1, padding=0, dilation=1):
     -----
     The transpose of each loop step of :func:`conv2d_naive`:
     dxpad[:, :, r, s] += dy[:, :, oh, ow] @ w[:, :, i, j] and
-    dw[:, :, i, j] += dy[:, :, oh, ow]^T @ xpad[:, :, r, s], with r = sh oh + dh i, s = sw ow + dw j.
+    dw[:, :, i, j] += dy[:, :, oh, ow]^T @ xpad[:, :, r, s],
+    with r = sh oh + dh i, s = sw ow + dw j.
     """
     g = _geometry(x, w, b, stride, padding, dilation)
     xp = get_xp(dy, x, w, b)
-    (kh, kw), (sh, sw), (dh, dwl), (Ho, Wo) = g.kernel, g.stride, g.dilation, g.out_size
+    _check_dy(dy, g, x.dtype)
+    (kh, kw), (sh, sw), (eh, ew), (Ho, Wo) = g.kernel, g.stride, g.dilation, g.out_size
     (H, W), (ph, pw) = g.in_size, g.padding
     xpad = _pad_nchw(x, g)
     dxpad = xp.zeros_like(xpad)
@@ -359,7 +423,7 @@ def conv2d_naive_backward(dy, x, w, b=None, *, stride=1, padding=0, dilation=1):
         for ow in range(Wo):
             for i in range(kh):
                 for j in range(kw):
-                    r, s = sh * oh + dh * i, sw * ow + dwl * j
+                    r, s = sh * oh + eh * i, sw * ow + ew * j
                     dxpad[:, :, r, s] += dy[:, :, oh, ow] @ w[:, :, i, j]  # N, C
                     dw[:, :, i, j] += dy[:, :, oh, ow].T @ xpad[:, :, r, s]  # O, C
     db = dy.sum(axis=(0, 2, 3)) if b is not None else None

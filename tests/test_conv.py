@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from refdlrt import conv
-from refdlrt.backend import to_numpy
+from refdlrt.backend import gpu_available, to_numpy
 from refdlrt.conv import (
     conv2d_backward,
     conv2d_forward,
@@ -39,7 +39,7 @@ with_fixtures = settings(
     ]
 )
 
-DX_ROUTES = {"auto": None, "col2im": conv._dx_by_col2im, "transposed": conv._dx_by_transposed_conv}
+DX_ROUTES = {"col2im": conv._dx_by_col2im, "transposed": conv._dx_by_transposed_conv}
 
 
 class ForeignArray:
@@ -63,7 +63,7 @@ class Case:
     seed: int
 
     def pairs(self):
-        p = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+        p = lambda v: (v, v) if isinstance(v, int) else tuple(v)
         return p(self.kwargs["stride"]), p(self.kwargs["padding"]), p(self.kwargs["dilation"])
 
     def out_shape(self):
@@ -77,7 +77,7 @@ class Case:
         x, w = rng.standard_normal(self.x_shape), rng.standard_normal(self.w_shape)
         b = rng.standard_normal(self.w_shape[0]) if self.bias else None
         dy = rng.standard_normal(self.out_shape())
-        cast = lambda a: None if a is None else a.astype(dtype)  # noqa: E731
+        cast = lambda a: None if a is None else a.astype(dtype)
         return cast(x), cast(w), cast(b), cast(dy)
 
 
@@ -98,22 +98,26 @@ def conv_cases(draw):
         "padding": int_or_pair(draw, 0, 2),
         "dilation": int_or_pair(draw, 1, 3),
     }
-    case = Case((N, C, H, W), (O, C, kh, kw), kwargs, draw(st.booleans()),
-                draw(st.sampled_from([None, 1, 2])), draw(st.integers(0, 2**32 - 1)))
+    case = Case(
+        (N, C, H, W),
+        (O, C, kh, kw),
+        kwargs,
+        draw(st.booleans()),
+        draw(st.sampled_from([None, 1, 2])),
+        draw(st.integers(0, 2**32 - 1)),
+    )
     assume(min(case.out_shape()[2:]) >= 1)
     return case
 
 
 @contextmanager
 def fast_path(case, itemsize=8, route="auto"):
-    """Run the fast path with ``case.block`` samples per batch block and the given dx route."""
-    with mock.patch.dict(conv._BLOCK_BYTES), mock.patch.object(
-        conv, "_select_dx_route", DX_ROUTES[route] and (lambda g: DX_ROUTES[route])
-    ) if route != "auto" else mock.patch.object(conv, "_select_dx_route", conv._select_dx_route):
+    """Run the fast path with ``case.block`` samples per batch block (None: the default
+    budget) and the given dx route ("auto": the module's own choice)."""
+    select = conv._select_dx_route if route == "auto" else (lambda g: DX_ROUTES[route])
+    with mock.patch.dict(conv._BLOCK_BYTES), mock.patch.object(conv, "_select_dx_route", select):
         if case.block is not None:
-            (sh, sw), (ph, pw), (dh, dw) = case.pairs()
-            (N, C, H, W), (O, _, kh, kw) = case.x_shape, case.w_shape
-            g = conv.ConvGeometry(N, C, O, (H, W), (kh, kw), (sh, sw), (ph, pw), (dh, dw), case.out_shape()[2:])
+            g = conv._geometry(np.empty(case.x_shape), np.empty(case.w_shape), None, *case.pairs())
             budget = case.block * conv._block_sample_bytes(g, itemsize)
             conv._BLOCK_BYTES.update(numpy=budget, cupy=budget)
         yield
@@ -129,11 +133,11 @@ def sum_bound(*arrays, terms):
     return float(terms * np.prod([np.abs(a).max() for a in arrays]))
 
 
-def scales(case, x, w, dy):
+def scales(case, x, w, b, dy):
     """Magnitudes of y, dx, dw, db: numbers of terms per entry times the largest factors."""
     (N, C, _, _), (O, _, kh, kw), (_, _, Ho, Wo) = case.x_shape, case.w_shape, case.out_shape()
     return (
-        sum_bound(x, w, terms=C * kh * kw) + 1.0,  # + |b| <~ 4 for standard normal b
+        sum_bound(x, w, terms=C * kh * kw) + (0.0 if b is None else float(np.abs(b).max())),
         sum_bound(dy, w, terms=O * kh * kw),
         sum_bound(dy, x, terms=N * Ho * Wo),
         sum_bound(dy, terms=N * Ho * Wo),
@@ -148,8 +152,15 @@ def scipy_conv2d(x, w, b, stride, padding, dilation):
     wd = np.zeros((O, C, dh * (kh - 1) + 1, dw * (kw - 1) + 1))
     wd[:, :, ::dh, ::dw] = w
     xpad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    y = np.array([[sum(scipy.signal.correlate(xpad[n, c], wd[o, c], mode="valid") for c in range(C))
-                   for o in range(O)] for n in range(x.shape[0])])
+    y = np.array(
+        [
+            [
+                sum(scipy.signal.correlate(xpad[n, c], wd[o, c], mode="valid") for c in range(C))
+                for o in range(O)
+            ]
+            for n in range(x.shape[0])
+        ]
+    )
     y = y[:, :, ::sh, ::sw]
     return y if b is None else y + b[None, :, None, None]
 
@@ -160,11 +171,13 @@ def scipy_conv2d(x, w, b, stride, padding, dilation):
 @with_fixtures
 @given(case=conv_cases())
 def test_forward_matches_loop_spec(xp, case):
-    x, w, b, dy = to_xp(xp, *case.data())
+    data = case.data()
+    x, w, b, _ = to_xp(xp, *data)
     with fast_path(case):
         y, _ = conv2d_forward(x, w, b, **case.kwargs)
     assert y.shape == case.out_shape() and y.dtype == np.float64
-    assert_close(y, conv2d_naive(x, w, b, **case.kwargs), np.float64, scale=scales(case, *case.data()[:2], dy)[0])
+    spec = conv2d_naive(x, w, b, **case.kwargs)
+    assert_close(y, spec, np.float64, scale=scales(case, *data)[0])
 
 
 @with_fixtures
@@ -175,7 +188,7 @@ def test_forward_matches_scipy_correlate(xp, case):
         y, _ = conv2d_forward(*to_xp(xp, x, w, b), **case.kwargs)
     expected = scipy_conv2d(x, w, b, *case.pairs())
     assert expected.shape == case.out_shape()
-    assert_close(y, expected, np.float64, scale=scales(case, x, w, dy)[0])
+    assert_close(y, expected, np.float64, scale=scales(case, x, w, b, dy)[0])
 
 
 # ----------------------------------------------------------------------------- backward
@@ -188,24 +201,27 @@ def test_backward_passes_adjoint_test(xp, route, case):
     x, w, b, _ = to_xp(xp, *case.data())
     inputs = [x, w] if b is None else [x, w, b]
     with fast_path(case, route=route):
-        f = lambda *a: conv2d_forward(*a, **case.kwargs)[0]  # noqa: E731
+        f = lambda *a: conv2d_forward(*a, **case.kwargs)[0]
         _, cache = conv2d_forward(*inputs, **case.kwargs)
-        vjp = lambda c: conv2d_backward(c, cache)[: len(inputs)]  # noqa: E731
+        vjp = lambda c: conv2d_backward(c, cache)[: len(inputs)]
         results = adjoint_test(f, vjp, inputs, np.random.default_rng(case.seed + 1))
     assert [r.wrt for r in results] == list(range(len(inputs)))
     for r in results:
-        assert r.ok, f"input {r.wrt}: <J t, c> = {r.lhs}, <t, J^T c> = {r.rhs}, rel {r.rel_error:.2e}"
+        assert r.ok, (
+            f"input {r.wrt}: <J t, c> = {r.lhs}, <t, J^T c> = {r.rhs}, rel {r.rel_error:.2e}"
+        )
 
 
 @with_fixtures
 @pytest.mark.parametrize("route", ["col2im", "transposed"])
 @given(case=conv_cases())
 def test_backward_matches_loop_spec(xp, route, case):
-    x, w, b, dy = to_xp(xp, *case.data())
+    data = case.data()
+    x, w, b, dy = to_xp(xp, *data)
     with fast_path(case, route=route):
         dx, dw, db = conv2d_backward(dy, conv2d_forward(x, w, b, **case.kwargs)[1])
     ndx, ndw, ndb = conv2d_naive_backward(dy, x, w, b, **case.kwargs)
-    s = scales(case, *case.data()[:2], case.data()[3])
+    s = scales(case, *data)
     assert_close(dx, ndx, np.float64, scale=s[1])
     assert_close(dw, ndw, np.float64, scale=s[2])
     assert (db is None) == (b is None) and (ndb is None) == (b is None)
@@ -226,7 +242,7 @@ def test_forward_and_backward_match_torch(xp, torch, case):
     stride, padding, dilation = case.pairs()
     yt = torch.nn.functional.conv2d(xt, wt, bt, stride=stride, padding=padding, dilation=dilation)
     yt.backward(torch.tensor(dy))
-    s = scales(case, x, w, dy)
+    s = scales(case, x, w, b, dy)
     assert_close(y, yt.detach().numpy(), np.float64, scale=s[0])
     assert_close(dx, xt.grad.numpy(), np.float64, scale=s[1])
     assert_close(dw, wt.grad.numpy(), np.float64, scale=s[2])
@@ -240,7 +256,7 @@ def test_float32_agrees_with_float64(xp, case):
     # float64 is run on the float32-rounded data, so the difference is float32 arithmetic only;
     # its size scales with the sum of |terms| of each entry (see `scales`).
     x, w, b, dy = case.data(np.float32)
-    up = lambda a: None if a is None else a.astype(np.float64)  # noqa: E731
+    up = lambda a: None if a is None else a.astype(np.float64)
     with fast_path(case, itemsize=4):
         y32, c32 = conv2d_forward(*to_xp(xp, x, w, b), **case.kwargs)
         g32 = conv2d_backward(xp.asarray(dy), c32)
@@ -248,25 +264,62 @@ def test_float32_agrees_with_float64(xp, case):
         y64, c64 = conv2d_forward(*to_xp(xp, up(x), up(w), up(b)), **case.kwargs)
         g64 = conv2d_backward(xp.asarray(up(dy)), c64)
     assert y32.dtype == np.float32 and all(g is None or g.dtype == np.float32 for g in g32)
-    for a32, a64, s in zip((y32, *g32), (y64, *g64), scales(case, x, w, dy)):
+    for a32, a64, s in zip((y32, *g32), (y64, *g64), scales(case, x, w, b, dy)):
         assert (a32 is None) == (a64 is None)
         if a32 is not None:
             assert_close(a32, a64, np.float32, scale=s)
 
 
+@pytest.mark.torch
+@pytest.mark.parametrize("route", ["col2im", "transposed"])
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        # every window lies in the padding: y = b, dx = 0 (empty dy lattice, transposed route)
+        ((2, 2, 1, 1), (3, 2, 1, 1), {"stride": 3, "padding": 2, "dilation": 1}),
+        # padding wider than the dilated kernel: some outputs see only padding
+        ((1, 2, 3, 4), (2, 2, 2, 1), {"stride": 1, "padding": (3, 2), "dilation": (2, 1)}),
+        # stride larger than the kernel: some input rows are in no window (their dx is 0)
+        ((1, 1, 8, 7), (2, 1, 2, 2), {"stride": (3, 4), "padding": 0, "dilation": 1}),
+    ],
+)
+def test_edge_geometries_match_loop_spec_and_torch(xp, torch, route, geometry):
+    x_shape, w_shape, kwargs = geometry
+    case = Case(x_shape, w_shape, kwargs, True, None, 5)
+    x, w, b, dy = case.data()
+    with fast_path(case, route=route):
+        y, cache = conv2d_forward(*to_xp(xp, x, w, b), **kwargs)
+        grads = conv2d_backward(xp.asarray(dy), cache)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    yt = torch.nn.functional.conv2d(xt, wt, bt, **dict(zip(kwargs, case.pairs())))
+    yt.backward(torch.tensor(dy))
+    naive = conv2d_naive_backward(dy, x, w, b, **kwargs)
+    for ours, spec, ref, s in zip(
+        (y, *grads),
+        (conv2d_naive(x, w, b, **kwargs), *naive),
+        (yt, xt.grad, wt.grad, bt.grad),
+        scales(case, x, w, b, dy),
+    ):
+        assert_close(ours, spec, np.float64, scale=s)
+        assert_close(ours, ref.detach().numpy(), np.float64, scale=s)
+
+
 def test_larger_batch_uses_several_blocks_and_matches_loop_spec(xp):
-    # A batch bigger than the default block budget of the NumPy path (12 MiB of patch matrix):
-    # 40 samples of 16 x 16 x (3 x 3 x 32) float64 = 0.6 MiB each -> several blocks, last partial.
-    rng = np.random.default_rng(7)
-    x, w, b = rng.standard_normal((40, 32, 16, 16)), rng.standard_normal((8, 32, 3, 3)), rng.standard_normal(8)
-    dy = rng.standard_normal((40, 8, 16, 16))
-    y, cache = conv2d_forward(*to_xp(xp, x, w, b), padding=1)
-    dx, dw, db = conv2d_backward(xp.asarray(dy), cache)
-    ndx, ndw, ndb = conv2d_naive_backward(*to_xp(xp, dy, x, w, b), padding=1)
-    assert_close(y, conv2d_naive(*to_xp(xp, x, w, b), padding=1), np.float64, scale=sum_bound(x, w, terms=288) + 1)
-    assert_close(dx, ndx, np.float64, scale=sum_bound(dy, w, terms=72))
-    assert_close(dw, ndw, np.float64, scale=sum_bound(dy, x, terms=40 * 256))
-    assert_close(db, ndb, np.float64, scale=sum_bound(dy, terms=40 * 256))
+    # A batch bigger than one block of the default NumPy budget, so the real blocking is
+    # exercised: 40 samples of a (16 x 16) x (3 x 3 x 32) float64 patch matrix.
+    case = Case(
+        (40, 32, 16, 16), (8, 32, 3, 3), {"stride": 1, "padding": 1, "dilation": 1}, True, None, 7
+    )
+    g = conv._geometry(np.empty(case.x_shape), np.empty(case.w_shape), None, *case.pairs())
+    nb, blocks = conv._batch_blocks(g, np, 8)  # the NumPy budget (a GPU takes one block)
+    assert len(blocks) >= 2 and blocks[-1][1] - blocks[-1][0] < nb  # several, the last partial
+    data = case.data()
+    x, w, b, dy = to_xp(xp, *data)
+    y, cache = conv2d_forward(x, w, b, padding=1)
+    grads = conv2d_backward(dy, cache)
+    spec = (conv2d_naive(x, w, b, padding=1), *conv2d_naive_backward(dy, x, w, b, padding=1))
+    for ours, expected, s in zip((y, *grads), spec, scales(case, *data)):
+        assert_close(ours, expected, np.float64, scale=s)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -274,12 +327,19 @@ def test_larger_batch_uses_several_blocks_and_matches_loop_spec(xp):
 
 @pytest.mark.torch
 @settings(max_examples=60)
-@given(size=st.integers(1, 12), kernel=st.integers(1, 5), stride=st.integers(1, 4),
-       padding=st.integers(0, 3), dilation=st.integers(1, 3))
+@given(
+    size=st.integers(1, 12),
+    kernel=st.integers(1, 5),
+    stride=st.integers(1, 4),
+    padding=st.integers(0, 3),
+    dilation=st.integers(1, 3),
+)
 def test_conv_output_size_matches_torch_shapes(torch, size, kernel, stride, padding, dilation):
     n = conv_output_size(size, kernel, stride, padding, dilation)
     x, w = torch.zeros(1, 1, size, 2), torch.zeros(1, 1, kernel, 1)
-    run = lambda: torch.nn.functional.conv2d(x, w, stride=stride, padding=padding, dilation=dilation)  # noqa: E731
+    run = lambda: torch.nn.functional.conv2d(
+        x, w, stride=stride, padding=padding, dilation=dilation
+    )
     if n >= 1:
         assert tuple(run().shape) == (1, 1, n, conv_output_size(2, 1, stride, padding, dilation))
     else:
@@ -293,32 +353,109 @@ def test_conv_output_size_matches_torch_shapes(torch, size, kernel, stride, padd
 def test_forward_rejects_bad_input(xp):
     x, w, b = xp.zeros((1, 3, 5, 5)), xp.zeros((4, 3, 3, 3)), xp.zeros(4)
     bad = [
-        (ValueError, r"x: expected a 4-d array \(N, C_in, H, W\), got shape \(3, 5, 5\)",
-         (xp.zeros((3, 5, 5)), w, b), {}),
-        (ValueError, r"w: expected a 4-d array \(C_out, C_in, kh, kw\), got shape \(4, 3, 3\)",
-         (x, xp.zeros((4, 3, 3)), b), {}),
-        (ValueError, r"w: expected 3 input channels \(x.shape\[1\]\), got w.shape\[1\] = 2",
-         (x, xp.zeros((4, 2, 3, 3)), b), {}),
+        (
+            ValueError,
+            r"x: expected a 4-d array \(N, C_in, H, W\), got shape \(3, 5, 5\)",
+            (xp.zeros((3, 5, 5)), w, b),
+            {},
+        ),
+        (
+            ValueError,
+            r"w: expected a 4-d array \(C_out, C_in, kh, kw\), got shape \(4, 3, 3\)",
+            (x, xp.zeros((4, 3, 3)), b),
+            {},
+        ),
+        (
+            ValueError,
+            r"w: expected 3 input channels \(x.shape\[1\]\), got w.shape\[1\] = 2",
+            (x, xp.zeros((4, 2, 3, 3)), b),
+            {},
+        ),
         (ValueError, r"b: expected shape \(4,\) \(C_out,\), got \(3,\)", (x, w, xp.zeros(3)), {}),
-        (ValueError, r"b: expected shape \(4,\) \(C_out,\), got \(4, 1\)", (x, w, xp.zeros((4, 1))), {}),
-        (ValueError, r"output size \(-1, -1\) is too small \(expected >= 1\) for input \(5, 5\), "
-         r"kernel \(3, 3\), stride \(1, 1\), padding \(0, 0\), dilation \(3, 3\)", (x, w, b), {"dilation": 3}),
+        (
+            ValueError,
+            r"b: expected shape \(4,\) \(C_out,\), got \(4, 1\)",
+            (x, w, xp.zeros((4, 1))),
+            {},
+        ),
+        (
+            ValueError,
+            (
+                r"output size \(-1, -1\) is too small \(expected >= 1\) for input \(5, 5\), "
+                r"kernel \(3, 3\), stride \(1, 1\), padding \(0, 0\), dilation \(3, 3\)"
+            ),
+            (x, w, b),
+            {"dilation": 3},
+        ),
         (ValueError, r"output size \(3, -1\) is too small", (x, xp.zeros((4, 3, 3, 7)), b), {}),
         (ValueError, r"stride: expected positive values, got \(0, 0\)", (x, w, b), {"stride": 0}),
-        (ValueError, r"stride: expected positive values, got \(1, -2\)", (x, w, b), {"stride": (1, -2)}),
-        (ValueError, r"dilation: expected positive values, got \(0, 1\)", (x, w, b), {"dilation": (0, 1)}),
-        (ValueError, r"padding: expected non-negative values, got \(-1, -1\)", (x, w, b), {"padding": -1}),
-        (TypeError, r"stride: expected an int or a pair of ints, got 1.5", (x, w, b), {"stride": 1.5}),
-        (TypeError, r"padding: expected an int or a pair of ints, got \(1, 2, 3\)", (x, w, b), {"padding": (1, 2, 3)}),
-        (TypeError, "x: expected dtype float32 or float64, got int64", (xp.zeros((1, 3, 5, 5), dtype=xp.int64), w, b), {}),
-        (TypeError, "w: expected dtype float32 or float64, got int32", (x, xp.zeros((4, 3, 3, 3), dtype=xp.int32), b), {}),
-        (TypeError, "b: expected dtype float32 or float64, got bool", (x, w, xp.zeros(4, dtype=bool)), {}),
-        (TypeError, "x: expected dtype float32 or float64, got complex128", (x.astype(xp.complex128), w, b), {}),
+        (
+            ValueError,
+            r"stride: expected positive values, got \(1, -2\)",
+            (x, w, b),
+            {"stride": (1, -2)},
+        ),
+        (
+            ValueError,
+            r"dilation: expected positive values, got \(0, 1\)",
+            (x, w, b),
+            {"dilation": (0, 1)},
+        ),
+        (
+            ValueError,
+            r"padding: expected non-negative values, got \(-1, -1\)",
+            (x, w, b),
+            {"padding": -1},
+        ),
+        (
+            TypeError,
+            r"stride: expected an int or a pair of ints, got 1.5",
+            (x, w, b),
+            {"stride": 1.5},
+        ),
+        (
+            TypeError,
+            r"padding: expected an int or a pair of ints, got \(1, 2, 3\)",
+            (x, w, b),
+            {"padding": (1, 2, 3)},
+        ),
+        (
+            TypeError,
+            "x: expected dtype float32 or float64, got int64",
+            (xp.zeros((1, 3, 5, 5), dtype=xp.int64), w, b),
+            {},
+        ),
+        (
+            TypeError,
+            "w: expected dtype float32 or float64, got int32",
+            (x, xp.zeros((4, 3, 3, 3), dtype=xp.int32), b),
+            {},
+        ),
+        (
+            TypeError,
+            "b: expected dtype float32 or float64, got bool",
+            (x, w, xp.zeros(4, dtype=bool)),
+            {},
+        ),
+        (
+            TypeError,
+            "x: expected dtype float32 or float64, got complex128",
+            (x.astype(xp.complex128), w, b),
+            {},
+        ),
         (TypeError, "x: expected a numpy or cupy array, got list", ([[[[0.0]]]], w, b), {}),
-        (TypeError, "dtypes differ: expected one float dtype, got x: float64, w: float32, b: float64",
-         (x, w.astype(xp.float32), b), {}),
-        (TypeError, "dtypes differ: expected one float dtype, got x: float32, w: float32, b: float64",
-         (x.astype(xp.float32), w.astype(xp.float32), b), {}),
+        (
+            TypeError,
+            "dtypes differ: expected one float dtype, got x: float64, w: float32, b: float64",
+            (x, w.astype(xp.float32), b),
+            {},
+        ),
+        (
+            TypeError,
+            "dtypes differ: expected one float dtype, got x: float32, w: float32, b: float64",
+            (x.astype(xp.float32), w.astype(xp.float32), b),
+            {},
+        ),
     ]
     for fn in (conv2d_forward, conv2d_naive):
         for err, match, args, kwargs in bad:
@@ -328,14 +465,25 @@ def test_forward_rejects_bad_input(xp):
 
 def test_backward_rejects_bad_dy(xp):
     _, cache = conv2d_forward(xp.zeros((2, 3, 5, 5)), xp.zeros((4, 3, 3, 3)), stride=2)
-    with pytest.raises(ValueError, match=r"dy: expected shape \(2, 4, 2, 2\) \(N, C_out, Ho, Wo\), got \(2, 4, 3, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"dy: expected shape \(2, 4, 2, 2\) \(N, C_out, Ho, Wo\), got \(2, 4, 3, 3\)",
+    ):
         conv2d_backward(xp.zeros((2, 4, 3, 3)), cache)
-    with pytest.raises(ValueError, match=r"dy: expected shape \(2, 4, 2, 2\) \(N, C_out, Ho, Wo\), got \(16, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"dy: expected shape \(2, 4, 2, 2\) \(N, C_out, Ho, Wo\), got \(16, 2\)"
+    ):
         conv2d_backward(xp.zeros((16, 2)), cache)
-    with pytest.raises(TypeError, match="dy: expected dtype float64 \\(the dtype of x\\), got float32"):
+    with pytest.raises(
+        TypeError, match="dy: expected dtype float64 \\(the dtype of x\\), got float32"
+    ):
         conv2d_backward(xp.zeros((2, 4, 2, 2), dtype=xp.float32), cache)
     with pytest.raises(TypeError, match="dy: expected dtype float32 or float64, got int64"):
         conv2d_backward(xp.zeros((2, 4, 2, 2), dtype=xp.int64), cache)
+    with pytest.raises(ValueError, match=r"dy: expected shape \(2, 4, 2, 2\) .*got \(2, 4, 3, 3\)"):
+        conv2d_naive_backward(
+            xp.zeros((2, 4, 3, 3)), xp.zeros((2, 3, 5, 5)), xp.zeros((4, 3, 3, 3)), stride=2
+        )
 
 
 def test_rejects_mixed_backends():
@@ -349,9 +497,39 @@ def test_rejects_mixed_backends():
         conv2d_backward(ForeignArray(np.zeros((1, 4, 3, 3))), cache)
 
 
-def test_rejects_mixed_numpy_and_real_cupy(xp):
-    # Runs its assertion only with a real second library present (the cupy parameter).
-    if xp is np:
-        pytest.skip("needs CuPy: mixing numpy with numpy is not an error")
+@pytest.mark.skipif(not gpu_available(), reason="no usable GPU (CuPy)")
+def test_rejects_mixed_numpy_and_real_cupy():
+    import cupy
+
     with pytest.raises(TypeError, match="mix array libraries"):
-        conv2d_forward(np.zeros((1, 3, 5, 5)), xp.zeros((4, 3, 3, 3)))
+        conv2d_forward(np.zeros((1, 3, 5, 5)), cupy.zeros((4, 3, 3, 3)))
+
+
+@with_fixtures
+@given(data=st.data())
+def test_weight_grad_alone_equals_the_backward_dw(xp, data):
+    """conv2d_weight_grad is the dw of conv2d_backward, computed without dx."""
+    from refdlrt.conv import conv2d_weight_grad
+
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    kh, kw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    s, p, d = data.draw(st.integers(1, 2)), data.draw(st.integers(0, 2)), data.draw(st.integers(1, 2))
+    x = xp.asarray(rng.standard_normal((2, 3, 7, 8)))
+    w = xp.asarray(rng.standard_normal((4, 3, kh, kw)))
+    y, cache = conv2d_forward(x, w, stride=s, padding=p, dilation=d)
+    dy = xp.asarray(rng.standard_normal(y.shape))
+    _, dw, _ = conv2d_backward(dy, cache)
+    got = conv2d_weight_grad(x, dy, (kh, kw), stride=s, padding=p, dilation=d)
+    assert_close(got, dw, np.float64, scale=10.0)  # same sums, other blocking
+    _, dw_naive, _ = conv2d_naive_backward(to_numpy(dy), to_numpy(x), to_numpy(w), stride=s, padding=p, dilation=d)
+    assert_close(got, dw_naive, np.float64, scale=10.0)
+
+
+def test_weight_grad_rejects_bad_shapes():
+    from refdlrt.conv import conv2d_weight_grad
+
+    x, dy = np.zeros((2, 3, 7, 7)), np.zeros((2, 4, 5, 5))
+    with pytest.raises(ValueError, match="dy: expected a 4-d array"):
+        conv2d_weight_grad(x, dy[0], 3)
+    with pytest.raises(ValueError, match=r"dy"):
+        conv2d_weight_grad(x, np.zeros((2, 4, 6, 5)), 3)
