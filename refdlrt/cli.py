@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint.npz")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.set_defaults(func=_cmd_train)
+
+    from .validation.command import add_validate_parser
+
+    add_validate_parser(sub)
     return parser
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from .backend import get_xp
 from .hosvd import hosvd
 from .linalg import max_orthonormality_error, orth, qr_signfixed
-from .projector import MomentumGradient, as_projector
+from .projector import DenseGradient, MomentumGradient, as_projector
 from .tucker import Tucker, multi_mode_product, unfold
 
 __all__ = [
@@ -52,6 +52,10 @@ class StepInfo:
         ||G x_i U_i^T||_F with the old bases (None when ``diagnostics=False``).
     grad_norm : float or None
         ||G||_F when the gradient can tell it (dense gradients, projectors with ``norm()``).
+    normal_grad_norm : float or None
+        ||(I - P̂)G||_F, the gradient outside the augmented space: computed directly as
+        ||G - (grad_Ĉ L) x_i Û_i|| for a dense gradient with ``diagnostics``, else as
+        (||G||² - ||grad_Ĉ L||²)^{1/2} when ||G|| is known (accurate only to ~1e-8 ||G||).
     lift_error : float or None
         ||Ĉ x_i Û_i - Y||_F before the S-step (None when ``diagnostics=False``).
     orthonormality_error : float
@@ -73,14 +77,8 @@ class StepInfo:
     grad_norm: float | None
     lift_error: float | None
     orthonormality_error: float
+    normal_grad_norm: float | None = None
     velocity: object = None
-
-    @property
-    def normal_grad_norm(self) -> float | None:
-        """||(I - P)G||_F = (||G||² - ||grad_Ĉ L||²)^{1/2}: gradient outside the augmented space."""
-        if self.grad_norm is None:
-            return None
-        return math.sqrt(max(self.grad_norm**2 - self.grad_core_norm**2, 0.0))
 
 
 def _fro(a) -> float:
@@ -320,6 +318,13 @@ def tdlrt_step(
         P = [Uh.T @ U for Uh, U in zip(U_hats, Y_new.factors)]  # r̂_i x r_i'
         v_new = multi_mode_product(grad_C, P, transpose=True)
 
+    grad_norm = G.norm() if hasattr(G, "norm") else None
+    if diagnostics and isinstance(G, DenseGradient):
+        normal = _fro(G.G - multi_mode_product(grad_C, U_hats))
+    elif grad_norm is not None:
+        normal = math.sqrt(max(grad_norm**2 - _fro(grad_C) ** 2, 0.0))
+    else:
+        normal = None
     info = StepInfo(
         ranks_before=tuple(Y.ranks),
         ranks_augmented=ranks_aug,
@@ -329,7 +334,8 @@ def tdlrt_step(
         truncation_bound=bound,
         grad_core_norm=_fro(grad_C),
         grad_old_core_norm=_fro(G.project(list(Us))) if diagnostics else None,
-        grad_norm=G.norm() if hasattr(G, "norm") else None,
+        grad_norm=grad_norm,
+        normal_grad_norm=normal,
         lift_error=lift_error,
         orthonormality_error=max_orthonormality_error(Y_new.factors),
         velocity=v_new,

@@ -113,6 +113,7 @@ class Trainer:
         self.cfg = cfg.validate()
         self.xp = _xp_for(cfg.backend)
         self.data = standardize(data)
+        self.dtype = np.dtype(cfg.dtype)
         self.rng = np.random.default_rng(cfg.seed)
         c, h = data.x_train.shape[1], data.x_train.shape[2]
         kw = dict(in_channels=c, n_classes=data.n_classes, input_size=h)
@@ -121,7 +122,7 @@ class Trainer:
         self.specs = MODELS[cfg.model](**kw)
         self.layers, self.plan = build_model(
             self.specs, cfg.method, self.rng, init_rank=cfg.init_rank, ranks=cfg.ranks,
-            dtype=np.dtype(cfg.dtype), xp=self.xp,
+            dtype=self.dtype, xp=self.xp,
         )
         self.dense_reference = {  # dense parameter counts of the low-rank layers' weights
             ly.name: int(np.prod(ly.dense_shape)) for ly in self.layers if hasattr(ly, "weight")
@@ -192,7 +193,7 @@ class Trainer:
         """(mean loss, accuracy) in eval mode (batchnorm uses running statistics)."""
         xp, tot_loss, correct = self.xp, 0.0, 0
         for i in range(0, len(y), batch_size):
-            xb, yb = xp.asarray(x[i:i + batch_size]), xp.asarray(y[i:i + batch_size])
+            xb, yb = xp.asarray(x[i:i + batch_size], dtype=self.dtype), xp.asarray(y[i:i + batch_size])
             logits = self.forward(xb, training=False)
             loss, _ = softmax_cross_entropy(logits, yb)
             tot_loss += float(loss) * len(yb)
@@ -239,7 +240,8 @@ class Trainer:
         for j, idx in enumerate(batches):
             lr = learning_rate(cfg, self.epoch, j, steps_per_epoch)
             ts = time.perf_counter()
-            loss, acc = self.train_step(xp.asarray(ds.x_train[idx]), xp.asarray(ds.y_train[idx]), lr)
+            xb = xp.asarray(ds.x_train[idx], dtype=self.dtype)  # N, C, H, W
+            loss, acc = self.train_step(xb, xp.asarray(ds.y_train[idx]), lr)
             self.steps.append(dict(epoch=self.epoch, step=j, lr=lr, loss=loss,
                                    seconds=time.perf_counter() - ts, ranks=self.ranks()))
             losses.append(loss)

@@ -9,30 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers import ForeignArray
 from refdlrt.activation import relu_backward, relu_forward
 from refdlrt.backend import to_numpy
 from refdlrt.gradcheck import adjoint_test
 from refdlrt.tolerances import assert_close
 
-# The `xp` fixture only returns a module, so reusing it across hypothesis examples is safe.
-with_fixtures = settings(
-    suppress_health_check=[
-        *settings.default.suppress_health_check,
-        HealthCheck.function_scoped_fixture,
-    ]
-)
 
 
-class ForeignArray:
-    """Looks like a CuPy array to get_xp (module "cupy"), so mixing can be tested without a GPU."""
-
-    __module__ = "cupy"
-
-    def __init__(self, a):
-        self.dtype, self.shape, self.ndim = a.dtype, a.shape, a.ndim
 
 
 @st.composite
@@ -58,7 +45,6 @@ def relu_spec(x):
     return np.array([max(v, 0.0) for v in x.ravel()]).reshape(x.shape)
 
 
-@with_fixtures
 @given(case=relu_cases())
 def test_relu_forward_matches_loop_spec(xp, case):
     x, _ = relu_data(case, zeros=True)
@@ -66,7 +52,6 @@ def test_relu_forward_matches_loop_spec(xp, case):
     np.testing.assert_array_equal(to_numpy(y), relu_spec(x))  # max(x, 0) is exact
 
 
-@with_fixtures
 @given(case=relu_cases())
 def test_relu_backward_passes_adjoint_test(xp, case):
     x, _ = relu_data(case)
@@ -82,7 +67,6 @@ def test_relu_backward_passes_adjoint_test(xp, case):
 
 
 @pytest.mark.torch
-@with_fixtures
 @given(case=relu_cases())
 def test_relu_matches_torch_including_zeros(xp, torch, case):
     x, dy = relu_data(case, zeros=True)
@@ -94,7 +78,6 @@ def test_relu_matches_torch_including_zeros(xp, torch, case):
     np.testing.assert_array_equal(to_numpy(relu_backward(xp.asarray(dy), cache)), xt.grad.numpy())
 
 
-@with_fixtures
 @given(case=relu_cases())
 def test_relu_float32_agrees_with_float64(xp, case):
     x, dy = relu_data(case)

@@ -11,30 +11,17 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers import ForeignArray
 from refdlrt.backend import to_numpy
 from refdlrt.batchnorm import batchnorm2d_backward, batchnorm2d_forward
 from refdlrt.gradcheck import adjoint_test
 from refdlrt.tolerances import assert_close
 
-# The `xp` fixture only returns a module, so reusing it across hypothesis examples is safe.
-with_fixtures = settings(
-    suppress_health_check=[
-        *settings.default.suppress_health_check,
-        HealthCheck.function_scoped_fixture,
-    ]
-)
 
 
-class ForeignArray:
-    """Looks like a CuPy array to get_xp (module "cupy"), so mixing can be tested without a GPU."""
-
-    __module__ = "cupy"
-
-    def __init__(self, a):
-        self.dtype, self.shape, self.ndim = a.dtype, a.shape, a.ndim
 
 
 @st.composite
@@ -96,7 +83,6 @@ def bn_spec(x, gamma, beta, running_mean, running_var, training, momentum, eps):
     return y, new_mean, new_var
 
 
-@with_fixtures
 @given(case=bn_cases())
 def test_batchnorm_forward_matches_loop_spec(xp, case):
     x, gamma, beta, rm, rv, _ = bn_data(case)
@@ -109,7 +95,6 @@ def test_batchnorm_forward_matches_loop_spec(xp, case):
     assert_close(new_var, var_spec, np.float64)
 
 
-@with_fixtures
 @given(case=bn_cases())
 def test_batchnorm_backward_passes_adjoint_test(xp, case):
     x, gamma, beta, rm, rv, _ = (xp.asarray(a) for a in bn_data(case))
@@ -126,7 +111,6 @@ def test_batchnorm_backward_passes_adjoint_test(xp, case):
 
 
 @pytest.mark.torch
-@with_fixtures
 @given(case=bn_cases())
 def test_batchnorm_matches_torch(xp, torch, case):
     x, gamma, beta, rm, rv, dy = bn_data(case)
@@ -144,7 +128,6 @@ def test_batchnorm_matches_torch(xp, torch, case):
         assert_close(ours, theirs.numpy(), np.float64, scale=float(theirs.abs().max()))
 
 
-@with_fixtures
 @given(case=bn_cases())
 def test_batchnorm_float32_agrees_with_float64(xp, case):
     outs = {}
@@ -157,7 +140,6 @@ def test_batchnorm_float32_agrees_with_float64(xp, case):
         assert_close(a32, a64, np.float32, scale=float(np.abs(to_numpy(a64)).max()))
 
 
-@with_fixtures
 @given(case=bn_cases())
 def test_batchnorm_is_pure(xp, case):
     arrays = [xp.asarray(a) for a in bn_data(case)[:5]]

@@ -16,9 +16,10 @@ from unittest import mock
 import numpy as np
 import pytest
 import scipy.signal
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from helpers import ForeignArray
 from refdlrt import conv
 from refdlrt.backend import gpu_available, to_numpy
 from refdlrt.conv import (
@@ -31,24 +32,10 @@ from refdlrt.conv import (
 from refdlrt.gradcheck import adjoint_test
 from refdlrt.tolerances import assert_close
 
-# The `xp` fixture only returns a module, so reusing it across hypothesis examples is safe.
-with_fixtures = settings(
-    suppress_health_check=[
-        *settings.default.suppress_health_check,
-        HealthCheck.function_scoped_fixture,
-    ]
-)
 
 DX_ROUTES = {"col2im": conv._dx_by_col2im, "transposed": conv._dx_by_transposed_conv}
 
 
-class ForeignArray:
-    """Looks like a CuPy array to get_xp (module "cupy"), so mixing can be tested without a GPU."""
-
-    __module__ = "cupy"
-
-    def __init__(self, a):
-        self.dtype, self.shape, self.ndim = a.dtype, a.shape, a.ndim
 
 
 @dataclass(frozen=True)
@@ -168,7 +155,6 @@ def scipy_conv2d(x, w, b, stride, padding, dilation):
 # ----------------------------------------------------------------------------- forward
 
 
-@with_fixtures
 @given(case=conv_cases())
 def test_forward_matches_loop_spec(xp, case):
     data = case.data()
@@ -180,7 +166,6 @@ def test_forward_matches_loop_spec(xp, case):
     assert_close(y, spec, np.float64, scale=scales(case, *data)[0])
 
 
-@with_fixtures
 @given(case=conv_cases())
 def test_forward_matches_scipy_correlate(xp, case):
     x, w, b, dy = case.data()
@@ -194,7 +179,6 @@ def test_forward_matches_scipy_correlate(xp, case):
 # ----------------------------------------------------------------------------- backward
 
 
-@with_fixtures
 @pytest.mark.parametrize("route", ["auto", "col2im", "transposed"])
 @given(case=conv_cases())
 def test_backward_passes_adjoint_test(xp, route, case):
@@ -212,7 +196,6 @@ def test_backward_passes_adjoint_test(xp, route, case):
         )
 
 
-@with_fixtures
 @pytest.mark.parametrize("route", ["col2im", "transposed"])
 @given(case=conv_cases())
 def test_backward_matches_loop_spec(xp, route, case):
@@ -230,7 +213,6 @@ def test_backward_matches_loop_spec(xp, route, case):
 
 
 @pytest.mark.torch
-@with_fixtures
 @given(case=conv_cases())
 def test_forward_and_backward_match_torch(xp, torch, case):
     x, w, b, dy = case.data()
@@ -250,7 +232,6 @@ def test_forward_and_backward_match_torch(xp, torch, case):
         assert_close(db, bt.grad.numpy(), np.float64, scale=s[3])
 
 
-@with_fixtures
 @given(case=conv_cases())
 def test_float32_agrees_with_float64(xp, case):
     # float64 is run on the float32-rounded data, so the difference is float32 arithmetic only;
@@ -505,7 +486,6 @@ def test_rejects_mixed_numpy_and_real_cupy():
         conv2d_forward(np.zeros((1, 3, 5, 5)), cupy.zeros((4, 3, 3, 3)))
 
 
-@with_fixtures
 @given(data=st.data())
 def test_weight_grad_alone_equals_the_backward_dw(xp, data):
     """conv2d_weight_grad is the dw of conv2d_backward, computed without dx."""

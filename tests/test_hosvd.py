@@ -12,7 +12,7 @@ import string
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from refdlrt.backend import get_xp, to_numpy
@@ -23,11 +23,6 @@ from refdlrt.tucker import Tucker
 
 F64 = np.float64
 TOL = tolerance(F64)
-# The xp fixture only returns a module (no per-example state), so reusing it across examples is safe.
-fixture_ok = settings(
-    suppress_health_check=[*settings.default.suppress_health_check,
-                           HealthCheck.function_scoped_fixture]
-)
 
 
 # ------------------------------------------------------------------------------- test oracles
@@ -90,7 +85,6 @@ def tensor_config(draw, min_ndim=2, max_ndim=4, max_side=5):
 # ------------------------------------------------------------------------------------ full rank
 
 
-@fixture_ok
 @given(cfg=tensor_config())
 def test_full_rank_hosvd_reproduces_tensor(xp, cfg):
     shape, seed = cfg
@@ -110,7 +104,6 @@ def test_full_rank_hosvd_reproduces_tensor(xp, cfg):
     assert info.bound <= TOL.rtol * norm  # only (numerically) zero values beyond k_i
 
 
-@fixture_ok
 @given(cfg=tensor_config(), data=st.data())
 def test_info_singular_values_tails_and_bound(xp, cfg, data):
     shape, seed = cfg
@@ -132,7 +125,6 @@ def test_info_singular_values_tails_and_bound(xp, cfg, data):
 # --------------------------------------------------------------------------- error bounds
 
 
-@fixture_ok
 @given(cfg=tensor_config(), data=st.data())
 def test_truncation_error_between_eckart_young_bounds(xp, cfg, data):
     shape, seed = cfg
@@ -149,7 +141,6 @@ def test_truncation_error_between_eckart_young_bounds(xp, cfg, data):
     assert err >= max(tails) - slack
 
 
-@fixture_ok
 @given(cfg=tensor_config(max_side=4), data=st.data())
 def test_hosvd_quasi_optimal_against_hooi(xp, cfg, data):
     shape, seed = cfg
@@ -179,7 +170,6 @@ def planted_ranks(shape, ranks):
     return tuple(ranks)
 
 
-@fixture_ok
 @given(cfg=tensor_config(), data=st.data())
 def test_planted_tucker_rank_is_recovered(xp, cfg, data):
     shape, seed = cfg
@@ -201,7 +191,6 @@ def test_planted_tucker_rank_is_recovered(xp, cfg, data):
 # --------------------------------------------------------------------------- the tau rule
 
 
-@fixture_ok
 @given(
     cfg=tensor_config(),
     tau=st.floats(0.0, 1.0),

@@ -474,3 +474,17 @@ def test_zero_momentum_matches_plain_step_and_bad_momentum_raises(simple):
         tdlrt_step(Y, G, 0.1, 0.1, momentum=1.0)
     with pytest.raises(ValueError, match="velocity"):
         tdlrt_step(Y, G, 0.1, 0.1, momentum=0.5, velocity=np.ones((3, 3, 3)))
+
+
+@given(cfg=tucker_configs(), tau=st.sampled_from([0.0, 0.1]))
+def test_normal_gradient_norm_is_the_part_outside_the_augmented_space(xp, cfg, tau):
+    Y, prob = setup(xp, cfg)
+    G = prob.gradient(Y.to_tensor())
+    _, info = tdlrt_step(Y, G, 0.5, tau)
+    Y0, _ = tdlrt_step(Y, G, 0.5, 0.0)  # its bases span the augmented space (up to the rank cap)
+    Uh = [to_numpy(U) for U in Y0.factors]
+    Gn = to_numpy(G)
+    outside = fro(Gn - expand_all(project_all(Gn, Uh), Uh))
+    if Y0.ranks == info.ranks_augmented:
+        assert info.normal_grad_norm == pytest.approx(outside, rel=1e-8, abs=1e-12)
+    assert info.normal_grad_norm**2 + info.grad_core_norm**2 == pytest.approx(fro(Gn) ** 2, rel=1e-10)

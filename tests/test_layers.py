@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from refdlrt.activation import relu_backward, relu_forward
@@ -38,12 +38,6 @@ from refdlrt.pooling import (
 )
 from refdlrt.tolerances import assert_close
 
-with_fixtures = settings(
-    suppress_health_check=[
-        *settings.default.suppress_health_check,
-        HealthCheck.function_scoped_fixture,
-    ]
-)
 
 
 def same(a, b):
@@ -70,7 +64,6 @@ def conv_cases(draw):
     }
 
 
-@with_fixtures
 @given(case=conv_cases())
 def test_conv2d_layer_is_the_pure_pair(xp, case):
     rng = np.random.default_rng(case["seed"])
@@ -101,7 +94,6 @@ def test_conv2d_reads_params_at_each_forward(xp, rng):
     same(layer.forward(x), conv2d_forward(x, 2 * w, None, padding=1)[0])
 
 
-@with_fixtures
 @given(
     n=st.integers(1, 4),
     fin=st.integers(1, 5),

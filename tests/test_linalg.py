@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from refdlrt.backend import get_xp, to_numpy
@@ -20,11 +20,6 @@ from refdlrt.tolerances import tolerance
 
 F64 = np.float64
 TOL = tolerance(F64)
-# The xp fixture only returns a module (no per-example state), so reusing it across examples is safe.
-fixture_ok = settings(
-    suppress_health_check=[*settings.default.suppress_health_check,
-                           HealthCheck.function_scoped_fixture]
-)
 
 
 @st.composite
@@ -44,7 +39,6 @@ def _ortho_bound(n: int) -> float:
 # ------------------------------------------------------------------------------------ orth
 
 
-@fixture_ok
 @given(cfg=planted_rank())
 def test_orth_spans_exactly_the_range(xp, cfg):
     n, m, k, scale, seed = cfg
@@ -96,7 +90,6 @@ def test_orth_errors(xp):
 # ------------------------------------------------------------------------------ qr_signfixed
 
 
-@fixture_ok
 @given(cfg=planted_rank())
 def test_qr_signfixed_factorises_with_nonnegative_diagonal(xp, cfg):
     n, m, k, scale, seed = cfg
@@ -112,7 +105,6 @@ def test_qr_signfixed_factorises_with_nonnegative_diagonal(xp, cfg):
     assert np.linalg.norm(Qn @ Rn - A) <= TOL.rtol * np.linalg.norm(A)
 
 
-@fixture_ok
 @given(n=st.integers(2, 8), seed=st.integers(0, 2**32 - 1))
 def test_qr_signfixed_is_the_unique_positive_factorisation(xp, n, seed):
     m = n // 2  # tall, full column rank, well conditioned with high probability
@@ -135,7 +127,6 @@ def test_qr_signfixed_flips_negative_diagonals(xp):
 # ----------------------------------------------------------------------- orthonormality_error
 
 
-@fixture_ok
 @given(n=st.integers(1, 6), seed=st.integers(0, 2**32 - 1), data=st.data())
 def test_orthonormality_error_closed_form(xp, n, seed, data):
     r = data.draw(st.integers(1, n), label="r")

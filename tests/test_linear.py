@@ -10,30 +10,17 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers import ForeignArray
 from refdlrt.backend import to_numpy
 from refdlrt.gradcheck import adjoint_test, linear_adjoint_check
 from refdlrt.linear import flatten_backward, flatten_forward, linear_backward, linear_forward
 from refdlrt.tolerances import assert_close
 
-# The `xp` fixture only returns a module, so reusing it across hypothesis examples is safe.
-with_fixtures = settings(
-    suppress_health_check=[
-        *settings.default.suppress_health_check,
-        HealthCheck.function_scoped_fixture,
-    ]
-)
 
 
-class ForeignArray:
-    """Looks like a CuPy array to get_xp (module "cupy"), so mixing can be tested without a GPU."""
-
-    __module__ = "cupy"
-
-    def __init__(self, a):
-        self.dtype, self.shape, self.ndim = a.dtype, a.shape, a.ndim
 
 
 @st.composite
@@ -74,7 +61,6 @@ def linear_spec(x, w, b):
     return y
 
 
-@with_fixtures
 @given(case=linear_cases())
 def test_linear_forward_matches_loop_spec(xp, case):
     x, w, b, _ = linear_data(case)
@@ -83,7 +69,6 @@ def test_linear_forward_matches_loop_spec(xp, case):
     assert_close(y, linear_spec(x, w, b), np.float64)
 
 
-@with_fixtures
 @given(case=linear_cases())
 def test_linear_backward_passes_adjoint_test(xp, case):
     x, w, b, _ = linear_data(case)
@@ -100,7 +85,6 @@ def test_linear_backward_passes_adjoint_test(xp, case):
 
 
 @pytest.mark.torch
-@with_fixtures
 @given(case=linear_cases())
 def test_linear_matches_torch(xp, torch, case):
     x, w, b, dy = linear_data(case)
@@ -119,7 +103,6 @@ def test_linear_matches_torch(xp, torch, case):
         assert_close(db, bt.grad.numpy(), np.float64)
 
 
-@with_fixtures
 @given(case=linear_cases())
 def test_linear_float32_agrees_with_float64(xp, case):
     out64, out32 = [], []
@@ -154,7 +137,6 @@ def flatten_spec(x):
     return y
 
 
-@with_fixtures
 @given(case=flatten_cases())
 def test_flatten_forward_matches_loop_spec(xp, case):
     shape, seed = case
@@ -163,7 +145,6 @@ def test_flatten_forward_matches_loop_spec(xp, case):
     np.testing.assert_array_equal(to_numpy(y), flatten_spec(x))  # a reshape moves values exactly
 
 
-@with_fixtures
 @given(case=flatten_cases())
 def test_flatten_backward_is_exact_adjoint(xp, case):
     shape, seed = case
@@ -179,7 +160,6 @@ def test_flatten_backward_is_exact_adjoint(xp, case):
 
 
 @pytest.mark.torch
-@with_fixtures
 @given(case=flatten_cases())
 def test_flatten_matches_torch(xp, torch, case):
     shape, seed = case
@@ -193,7 +173,6 @@ def test_flatten_matches_torch(xp, torch, case):
     assert_close(flatten_backward(xp.asarray(dy), cache), xt.grad.numpy(), np.float64)
 
 
-@with_fixtures
 @given(case=flatten_cases())
 def test_flatten_float32_agrees_with_float64(xp, case):
     shape, seed = case

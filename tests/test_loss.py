@@ -11,30 +11,17 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers import ForeignArray
 from refdlrt.backend import to_numpy
 from refdlrt.gradcheck import adjoint_test
 from refdlrt.loss import softmax_cross_entropy, softmax_cross_entropy_backward
 from refdlrt.tolerances import assert_close
 
-# The `xp` fixture only returns a module, so reusing it across hypothesis examples is safe.
-with_fixtures = settings(
-    suppress_health_check=[
-        *settings.default.suppress_health_check,
-        HealthCheck.function_scoped_fixture,
-    ]
-)
 
 
-class ForeignArray:
-    """Looks like a CuPy array to get_xp (module "cupy"), so mixing can be tested without a GPU."""
-
-    __module__ = "cupy"
-
-    def __init__(self, a):
-        self.dtype, self.shape, self.ndim = a.dtype, a.shape, a.ndim
 
 
 @st.composite
@@ -66,7 +53,6 @@ def ce_spec(logits, labels):
     return math.fsum(losses) / len(losses)
 
 
-@with_fixtures
 @given(case=ce_cases())
 def test_cross_entropy_matches_loop_spec(xp, case):
     logits, labels = ce_data(case)
@@ -75,7 +61,6 @@ def test_cross_entropy_matches_loop_spec(xp, case):
     assert_close(loss, ce_spec(logits, labels), np.float64, scale=float(np.abs(logits).max()))
 
 
-@with_fixtures
 @given(case=ce_cases())
 def test_cross_entropy_backward_passes_adjoint_test(xp, case):
     logits, labels = ce_data(case)
@@ -91,7 +76,6 @@ def test_cross_entropy_backward_passes_adjoint_test(xp, case):
 
 
 @pytest.mark.torch
-@with_fixtures
 @given(case=ce_cases(), dloss=st.sampled_from([1.0, -2.5]))
 def test_cross_entropy_matches_torch(xp, torch, case, dloss):
     logits, labels = ce_data(case)
@@ -115,7 +99,6 @@ def test_cross_entropy_backward_default_dloss_is_one(xp, torch):
     assert_close(softmax_cross_entropy_backward(cache), zt.grad.numpy(), np.float64)
 
 
-@with_fixtures
 @given(case=ce_cases())
 def test_cross_entropy_float32_agrees_with_float64(xp, case):
     logits, labels = ce_data(case)

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from strategies import compatible
 
@@ -28,9 +28,6 @@ from refdlrt.projector import DenseGradient
 from refdlrt.tolerances import assert_close, tolerance
 from refdlrt.tucker import Tucker
 
-# The `xp` fixture only returns a module, so reusing it across hypothesis examples is safe.
-_FIXTURE_OK = [*settings.default.suppress_health_check, HealthCheck.function_scoped_fixture]
-with_fixtures = settings(suppress_health_check=_FIXTURE_OK)
 
 # ---------------------------------------------------------------------------- cases
 
@@ -158,7 +155,6 @@ KINDS = {"tucker": tucker_conv_cases(), "matrix": matrix_conv_cases(), "linear":
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-@with_fixtures
 @given(data=st.data())
 def test_forward_backward_match_dense_layer_with_reconstructed_weight(xp, kind, data):
     layer, x, dy = make_layer(kind, data.draw(KINDS[kind]), xp)
@@ -178,7 +174,6 @@ def test_forward_backward_match_dense_layer_with_reconstructed_weight(xp, kind, 
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-@with_fixtures
 @given(data=st.data())
 def test_bias_is_added_exactly_once(xp, kind, data):
     g, ranks, _, seed = data.draw(KINDS[kind])
@@ -226,7 +221,6 @@ def mats_cases(kind, layer, rng, xp):
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-@with_fixtures
 @given(data=st.data())
 def test_projector_matches_dense_gradient_projection(xp, kind, data):
     case = data.draw(KINDS[kind])
@@ -274,7 +268,6 @@ def test_tucker_projector_never_forms_dense_gradient_and_memoises(rng, monkeypat
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-@with_fixtures
 @given(data=st.data(), tau=st.sampled_from([0.0, 0.05, 0.3]))
 def test_tdlrt_step_through_projector_equals_step_with_dense_gradient(xp, kind, data, tau):
     case = data.draw(tucker_conv_cases(need_compatible=True) if kind == "tucker" else KINDS[kind])
@@ -312,7 +305,6 @@ def _rebuild(layer, core=None, b=None):
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-@with_fixtures
 @given(data=st.data())
 def test_adjoint_input_bias_and_core(xp, kind, data):
     g, ranks, _, seed = data.draw(KINDS[kind])
@@ -339,7 +331,6 @@ def test_adjoint_input_bias_and_core(xp, kind, data):
 
 
 @pytest.mark.torch
-@with_fixtures
 @given(case=tucker_conv_cases())
 def test_tucker_conv_matches_torch_autograd(torch, case):
     layer, x, dy = make_layer("tucker", case, np)
@@ -390,7 +381,6 @@ def _as32(layer, xp):
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-@with_fixtures
 @given(data=st.data())
 def test_float32_stays_float32_and_agrees_with_float64(xp, kind, data):
     layer, x, dy = make_layer(kind, data.draw(KINDS[kind]), xp)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers import ForeignArray
 from refdlrt.backend import to_numpy
 from refdlrt.gradcheck import adjoint_test
 from refdlrt.pooling import (
@@ -22,13 +23,6 @@ from refdlrt.pooling import (
 )
 from refdlrt.tolerances import assert_close
 
-# The `xp` fixture only returns a module, so reusing it across hypothesis examples is safe.
-with_fixtures = settings(
-    suppress_health_check=[
-        *settings.default.suppress_health_check,
-        HealthCheck.function_scoped_fixture,
-    ]
-)
 
 POOLS = {
     "max": (maxpool2d_forward, maxpool2d_backward),
@@ -36,13 +30,6 @@ POOLS = {
 }
 
 
-class ForeignArray:
-    """Looks like a CuPy array to get_xp (module "cupy"), so mixing can be tested without a GPU."""
-
-    __module__ = "cupy"
-
-    def __init__(self, a):
-        self.dtype, self.shape, self.ndim = a.dtype, a.shape, a.ndim
 
 
 @st.composite
@@ -114,7 +101,6 @@ def pool_data(case, dtype=np.float64, ties=False):
     return x.astype(dtype), dy.astype(dtype)
 
 
-@with_fixtures
 @pytest.mark.parametrize("kind", ["max", "avg"])
 @pytest.mark.parametrize("ties", [False, True])
 @given(case=pool_cases())
@@ -129,7 +115,6 @@ def test_pool_matches_loop_spec(xp, kind, ties, case):
     assert_close(dx, dx_spec, np.float64)
 
 
-@with_fixtures
 @pytest.mark.parametrize("kind", ["max", "avg"])
 @given(case=pool_cases())
 def test_pool_backward_passes_adjoint_test(xp, kind, case):
@@ -148,7 +133,6 @@ def test_pool_backward_passes_adjoint_test(xp, kind, case):
 
 
 @pytest.mark.torch
-@with_fixtures
 @pytest.mark.parametrize("kind", ["max", "avg"])
 @pytest.mark.parametrize("ties", [False, True])
 @given(case=pool_cases())
@@ -167,7 +151,6 @@ def test_pool_matches_torch(xp, torch, kind, ties, case):
     assert_close(backward(xp.asarray(dy), cache), xt.grad.numpy(), np.float64)
 
 
-@with_fixtures
 @pytest.mark.parametrize("kind", ["max", "avg"])
 @given(case=pool_cases())
 def test_pool_float32_agrees_with_float64(xp, kind, case):

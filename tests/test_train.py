@@ -231,3 +231,14 @@ def test_cli_divergence_stops_with_a_message(mnist_dir, tmp_path, capsys):
     rc = main(["train", "--data", mnist_dir, "--method", "dense", "--lr", "1e30", "--momentum", "0",
                "--epochs", "1", "--no-progress", "--out", str(tmp_path / "r")])
     assert rc == 3 and "stopped" in capsys.readouterr().err
+
+
+def test_float64_training_runs_in_float64(small):
+    tr = Trainer(TrainConfig(method="tdlrt", epochs=1, dtype="float64", batch_size=64), small)
+    row = tr.run_epoch()
+    assert math.isfinite(row["train_loss"])
+    for ly in tr.layers:
+        for p in ly.params.values():
+            assert p.dtype == np.float64
+        if hasattr(ly, "weight"):
+            assert ly.weight.core.dtype == np.float64

@@ -12,7 +12,7 @@ import string
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from refdlrt.backend import get_xp, gpu_available, to_numpy
@@ -27,11 +27,6 @@ from refdlrt.tucker import (
 )
 
 F64 = np.float64
-# The xp fixture only returns a module (no per-example state), so reusing it across examples is safe.
-fixture_ok = settings(
-    suppress_health_check=[*settings.default.suppress_health_check,
-                           HealthCheck.function_scoped_fixture]
-)
 
 
 @st.composite
@@ -65,7 +60,6 @@ def _einsum_tucker(core, factors):
 # ---------------------------------------------------------------------------------- unfold/fold
 
 
-@fixture_ok
 @given(cfg=tensor_config(), data=st.data())
 def test_unfold_matches_loop_definition(xp, cfg, data):
     shape, seed = cfg
@@ -82,7 +76,6 @@ def test_unfold_matches_loop_definition(xp, cfg, data):
     np.testing.assert_array_equal(M, expected)  # pure data movement: exact
 
 
-@fixture_ok
 @given(cfg=tensor_config(), data=st.data())
 def test_fold_inverts_unfold(xp, cfg, data):
     shape, seed = cfg
@@ -111,7 +104,6 @@ def test_unfold_fold_errors_name_mode_and_shape(xp):
 # ------------------------------------------------------------------------------- mode products
 
 
-@fixture_ok
 @given(cfg=tensor_config(), data=st.data())
 def test_mode_product_matches_einsum(xp, cfg, data):
     shape, seed = cfg
@@ -126,7 +118,6 @@ def test_mode_product_matches_einsum(xp, cfg, data):
     assert_close(out, expected, F64, scale=_scale(expected))
 
 
-@fixture_ok
 @given(cfg=tensor_config(min_ndim=2), data=st.data())
 def test_mode_products_on_distinct_modes_commute(xp, cfg, data):
     shape, seed = cfg
@@ -140,7 +131,6 @@ def test_mode_products_on_distinct_modes_commute(xp, cfg, data):
     assert_close(ij, ji, F64, scale=_scale(ij))
 
 
-@fixture_ok
 @given(cfg=tensor_config(), data=st.data())
 def test_repeated_mode_product_composes(xp, cfg, data):
     shape, seed = cfg
@@ -168,7 +158,6 @@ def test_mode_product_errors_name_mode_and_shapes(xp):
         multi_mode_product(T, [None] * 3, skip=7)
 
 
-@fixture_ok
 @given(cfg=tensor_config(), data=st.data())
 def test_multi_mode_product_matches_chained_mode_products(xp, cfg, data):
     shape, seed = cfg
@@ -228,7 +217,6 @@ def tucker_config(draw):
     return shape, ranks, seed
 
 
-@fixture_ok
 @given(cfg=tucker_config())
 def test_tucker_properties_and_reconstruction(xp, cfg):
     shape, ranks, seed = cfg

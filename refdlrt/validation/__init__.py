@@ -5,7 +5,8 @@ Each claim is one module of this package with ``run(*, quick, seed, xp, out) -> 
 ``report.md`` (verdict table and the plots) and ``results.json`` into ``out``.
 
 A claim is a list of :class:`Check` (measured value, bound, sense ``<=`` or ``>=``); the claim
-holds when every check does. The row of the table shows the tightest check (smallest margin).
+holds when every check does. The table row shows the tightest main check (smallest margin)
+or the worst failed one.
 Margin: bound / measured for ``<=`` checks, measured / bound for ``>=`` checks, so a margin
 above 1 means the check holds with that factor to spare.
 """
@@ -19,7 +20,8 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-__all__ = ["Check", "ClaimResult", "CLAIMS", "claim_names", "run_claim", "run_validation"]
+__all__ = ["CLAIMS", "Check", "ClaimResult", "check_names", "claim_names", "format_table", "run_claim",
+           "run_validation"]
 
 # name -> module in this package (the order is the order of the report)
 CLAIMS = {
@@ -48,6 +50,7 @@ class Check:
     measured: float
     bound: float
     sense: str = "<="
+    main: bool = True  # False: a sanity check (e.g. "the run did change ranks"), never the headline
 
     @property
     def ok(self) -> bool:
@@ -69,7 +72,7 @@ class Check:
 
     def as_dict(self) -> dict:
         return dict(label=self.label, measured=_num(self.measured), bound=_num(self.bound),
-                    sense=self.sense, margin=_num(self.margin), ok=self.ok)
+                    sense=self.sense, margin=_num(self.margin), ok=self.ok, main=self.main)
 
 
 @dataclass
@@ -110,7 +113,8 @@ class ClaimResult:
         if not checks:
             return cls(name, claim, math.nan, math.nan, math.nan, False, details, list(plots or []))
         failed = [c for c in checks if not c.ok]
-        head = min(failed or checks, key=lambda c: _sort_key(c.margin))
+        pool = failed or [c for c in checks if c.main] or checks
+        head = min(pool, key=lambda c: _sort_key(c.margin))
         details["headline"] = head.label
         return cls(name, claim, float(head.measured), float(head.bound), float(head.margin),
                    not failed, details, list(plots or []))

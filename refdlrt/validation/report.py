@@ -56,7 +56,7 @@ def format_table(results) -> str:
 def markdown_table(results) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for row in _rows(results):
-        cells = [c.replace("|", "\\|") for c in row]
+        cells = [_cell(c) for c in row]
         cells[-1] = f"**{cells[-1]}**"
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -73,7 +73,7 @@ def _claim_section(r) -> str:
     if checks:
         parts += ["| check | measured | sense | bound | margin | ok |", "|---|---|---|---|---|---|"]
         for c in checks:
-            parts.append(f"| {c['label']} | {fmt_value(_f(c['measured']))} | {c['sense']} | "
+            parts.append(f"| {_cell(c['label'])} | {fmt_value(_f(c['measured']))} | {c['sense']} | "
                          f"{fmt_value(_f(c['bound']))} | {_margin(_f(c['margin']))} | "
                          f"{'OK' if c['ok'] else 'NOT OK'} |")
         parts.append("")
@@ -85,6 +85,10 @@ def _claim_section(r) -> str:
         parts += [f"![{r.name}]({p})", ""]
     parts.append(f"({r.seconds:.1f} s)")
     return "\n".join(parts)
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
 
 
 def _f(v):
