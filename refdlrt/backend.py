@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["get_xp", "to_numpy", "gpu_available", "is_cupy_array", "asarray_like"]
+__all__ = ["get_xp", "to_numpy", "gpu_available", "is_cupy_array", "asarray_like", "namespace"]
 
 
 def is_cupy_array(a) -> bool:
@@ -75,3 +75,22 @@ def gpu_available() -> bool:
         return True
     except Exception:  # noqa: BLE001 - any failure means "no usable GPU"
         return False
+
+
+def namespace(backend: str):
+    """The array module for a backend name: ``"numpy"`` or ``"cupy"``.
+
+    Raises ValueError for another name, or for ``"cupy"`` without CuPy and a usable GPU.
+    """
+    if backend == "numpy":
+        return np
+    if backend == "cupy":
+        if not gpu_available():
+            raise ValueError(
+                "backend cupy needs CuPy and a usable GPU, and none was found "
+                "(refdlrt.backend.gpu_available() is False); use numpy"
+            )
+        import cupy  # noqa: PLC0415
+
+        return cupy
+    raise ValueError(f"backend: expected 'numpy' or 'cupy', got {backend!r}")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import to_numpy
+from .backend import namespace, to_numpy
 from .baselines import naive_factor_gradients
 from .datasets import Dataset, iterate_minibatches, standardize
 from .integrator import tdlrt_step
@@ -56,6 +56,8 @@ class TrainConfig:
     ranks: dict = field(default_factory=dict)
     r_min: int = 2
     r_max: int | None = None
+    conv_adaptive_modes: tuple | None = None  # modes of Tucker conv kernels that adapt (None: all)
+    finetune_epochs: int = 0  # last epochs of tdlrt / matrix-dlrt taken at fixed rank (no truncation)
     data: str = "embedded"
     dtype: str = "float32"
     backend: str = "numpy"
@@ -71,6 +73,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "step_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
+        if not 0 <= self.finetune_epochs < self.epochs:
+            raise ValueError(f"finetune_epochs: expected 0 <= finetune_epochs < epochs = {self.epochs}, "
+                             f"got {self.finetune_epochs}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr: expected a finite lr > 0, got {self.lr}")
         if not 0 <= self.momentum < 1:
@@ -94,24 +99,12 @@ def learning_rate(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int)
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * t))
 
 
-def _xp_for(backend: str):
-    if backend == "cupy":
-        from .backend import gpu_available
-
-        if not gpu_available():
-            raise ValueError("backend: cupy was asked for, but no usable GPU/CuPy was found")
-        import importlib
-
-        return importlib.import_module("cupy")
-    return np
-
-
 class Trainer:
     """Holds the model, the optimizer state, the RNG and the history of one run."""
 
     def __init__(self, cfg: TrainConfig, data: Dataset):
         self.cfg = cfg.validate()
-        self.xp = _xp_for(cfg.backend)
+        self.xp = namespace(cfg.backend)
         self.data = standardize(data)
         self.dtype = np.dtype(cfg.dtype)
         self.rng = np.random.default_rng(cfg.seed)
@@ -181,7 +174,9 @@ class Trainer:
             return
         Y, info = tdlrt_step(
             layer.weight, layer.projector(), lr, cfg.tau, r_min=cfg.r_min, r_max=cfg.r_max,
-            fixed_rank=cfg.method == "tdlrt-fixed", diagnostics=False,
+            fixed_rank=cfg.method == "tdlrt-fixed" or self.epoch >= cfg.epochs - cfg.finetune_epochs,
+            adaptive_modes=cfg.conv_adaptive_modes if layer.weight.ndim == 4 else None,
+            diagnostics=False,
             momentum=mu, velocity=self.velocity.get((k, "core")),
         )
         layer.weight = Y

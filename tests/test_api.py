@@ -70,3 +70,14 @@ def test_demo_runs_and_reports_ok(capsys):
     out = capsys.readouterr().out
     assert "all checks OK" in out and "NOT OK" not in out
     assert main(["demo", "--batch", "0"]) == 2
+
+
+def test_namespace_names_and_errors():
+    from refdlrt.backend import namespace
+
+    assert namespace("numpy") is np
+    with pytest.raises(ValueError, match="expected 'numpy' or 'cupy'"):
+        namespace("torch")
+    if not gpu_available():
+        with pytest.raises(ValueError, match="needs CuPy and a usable GPU"):
+            namespace("cupy")

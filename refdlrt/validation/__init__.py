@@ -173,18 +173,9 @@ def _jsonable(obj):
 
 
 def _xp_for(backend: str):
-    from ..backend import gpu_available
+    from ..backend import namespace
 
-    if backend == "numpy":
-        import numpy
-
-        return numpy
-    if backend == "cupy":
-        if not gpu_available():
-            raise ValueError("--backend cupy needs CuPy and a usable GPU, and none was found "
-                             "(refdlrt.backend.gpu_available() is False); use --backend numpy")
-        return importlib.import_module("cupy")
-    raise ValueError(f"backend: expected 'numpy' or 'cupy', got {backend!r}")
+    return namespace(backend)
 
 
 def check_names(names) -> list:

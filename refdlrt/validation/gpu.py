@@ -10,12 +10,11 @@ failure).
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import numpy as np
 
-from ..backend import gpu_available
+from ..backend import gpu_available, namespace
 from ..datasets import load_embedded_mnist
 from ..tolerances import tolerance
 from . import Check, ClaimResult
@@ -70,6 +69,6 @@ def compare_backends(xp_ref, xp_new, *, quick: bool, seed: int, out: str, names=
 def run(*, quick: bool, seed: int, xp, out: str) -> ClaimResult:
     if not gpu_available():
         return ClaimResult.skipped(NAME, CLAIM, "no GPU (refdlrt.backend.gpu_available() is False)")
-    cupy = importlib.import_module("cupy")
+    cupy = namespace("cupy")
     checks, details = compare_backends(np, cupy, quick=quick, seed=seed, out=out)
     return ClaimResult.from_checks(NAME, CLAIM, checks, details)
