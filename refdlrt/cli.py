@@ -15,7 +15,7 @@ def _cmd_demo(args) -> int:
     return run_demo(seed=args.seed, batch=args.batch)
 
 
-def _parse_ranks(items):
+def _parse_ranks(items, option="--ranks"):
     ranks = {}
     for item in items or []:
         name, sep, vals = item.partition("=")
@@ -24,7 +24,7 @@ def _parse_ranks(items):
                 raise ValueError
             ranks[name] = tuple(int(v) for v in vals.split(","))
         except ValueError:
-            raise ValueError(f"--ranks: expected NAME=r0,r1,... (e.g. conv2=4,4,3,3), got {item!r}") from None
+            raise ValueError(f"{option}: expected NAME=r0,r1,... (e.g. conv2=4,4,3,3), got {item!r}") from None
     return ranks
 
 
@@ -43,7 +43,9 @@ def _cmd_train(args) -> int:
             model=args.model, method=args.method, tau=args.tau, epochs=args.epochs or TrainConfig.epochs,
             batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, schedule=args.schedule,
             seed=args.seed, init_rank=args.init_rank, ranks=_parse_ranks(args.ranks),
-            r_min=args.r_min, r_max=args.r_max, data=args.data, dtype=args.dtype,
+            finetune_epochs=args.finetune_epochs,
+            r_min=args.r_min, r_max=args.r_max, layer_r_max=_parse_ranks(args.layer_r_max, "--layer-r-max"),
+            data=args.data, dtype=args.dtype,
             backend=args.backend, widths=tuple(args.widths),
         )
         trainer = Trainer(cfg, data)
@@ -112,7 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--ranks", action="append", metavar="NAME=R0,R1,..",
                     help="explicit initial ranks of one layer (repeatable), e.g. conv2=4,4,3,3")
     tr.add_argument("--r-min", type=int, default=d.r_min)
-    tr.add_argument("--r-max", type=int, default=d.r_max)
+    tr.add_argument("--r-max", type=int, default=d.r_max, help="upper rank bound of every mode")
+    tr.add_argument("--layer-r-max", action="append", metavar="NAME=R0,R1,..",
+                    help="upper rank bounds of one layer, per mode (repeatable), e.g. fc1=20,20")
+    tr.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
+                    help="last epochs of tdlrt / matrix-dlrt at fixed rank (no truncation)")
     tr.add_argument("--widths", type=int, nargs="+", default=list(d.widths), help="vgg_small widths")
     tr.add_argument("--data", default=d.data, help="'embedded' or a directory with MNIST/Fashion-MNIST IDX or CIFAR-10 files")
     tr.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype)

@@ -160,12 +160,33 @@ def truncate(C_hat, U_hats: Sequence, tau: float, *, r_min, r_max):
         C <- Ĉ x_i P_i[:, :r_i']^T,     U_i <- Û_i P_i[:, :r_i'].
 
     Only the left singular vectors P_i are used. ``r_min``/``r_max`` are per mode.
+    The ranks are then made compatible, r_i' <= Π_{j≠i} r_j' (Mat_i(C) has at most that many
+    nonzero singular values, so the columns beyond it carry no mass): an HOSVD of the new core
+    at those ranks removes them exactly. This only happens when rank bounds differ by mode.
     Returns (Tucker, HOSVDInfo, η = ||Ĉ - C x_i P_i||_F).
     """
     P_tucker, info = hosvd(C_hat, tau=tau, r_min=r_min, r_max=r_max)
+    ranks = compatible_ranks(P_tucker.ranks)
+    if ranks != P_tucker.ranks:
+        Z, _ = hosvd(P_tucker.core, ranks=ranks)
+        P_tucker = Tucker(Z.core, tuple(P @ Q for P, Q in zip(P_tucker.factors, Z.factors)))
     eta = _fro(C_hat - P_tucker.to_tensor())
     Us = tuple(U_hat @ P for U_hat, P in zip(U_hats, P_tucker.factors))  # n_i x r_i'
     return Tucker(P_tucker.core, Us), info, eta
+
+
+def compatible_ranks(ranks) -> tuple:
+    """Largest ranks <= ``ranks`` with r_i <= Π_{j≠i} r_j for every mode (a core whose
+    unfoldings can have full row rank)."""
+    ranks = list(ranks)
+    changed = True
+    while changed:
+        changed = False
+        for i, r in enumerate(ranks):
+            other = math.prod(ranks[:i] + ranks[i + 1:])
+            if r > other:
+                ranks[i], changed = other, True
+    return tuple(ranks)
 
 
 def _rank_bounds(r_min, r_max, shape):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .hosvd import hosvd
+from .integrator import compatible_ranks
 from .tucker import Tucker
 
 __all__ = ["LayerSpec", "lenet5", "vgg_small", "MODELS", "lowrank_plan", "build_model", "init_ranks"]
@@ -98,15 +99,7 @@ def init_ranks(shape, fraction: float) -> tuple:
     """Ranks ceil(fraction * n_i), at least 1, made compatible (r_i <= prod_{j != i} r_j)."""
     if not 0 < fraction <= 1:
         raise ValueError(f"init rank fraction: expected 0 < fraction <= 1, got {fraction}")
-    ranks = [max(1, math.ceil(fraction * n)) for n in shape]
-    changed = True
-    while changed:
-        changed = False
-        for i, r in enumerate(ranks):
-            other = math.prod(ranks) // r
-            if r > other:
-                ranks[i], changed = other, True
-    return tuple(ranks)
+    return compatible_ranks([max(1, math.ceil(fraction * n)) for n in shape])
 
 
 def _dense_init(shape, fan_in, rng, dtype, *, last=False):

@@ -56,6 +56,7 @@ class TrainConfig:
     ranks: dict = field(default_factory=dict)
     r_min: int = 2
     r_max: int | None = None
+    layer_r_max: dict = field(default_factory=dict)  # per-layer rank bounds: name -> int or per-mode
     conv_adaptive_modes: tuple | None = None  # modes of Tucker conv kernels that adapt (None: all)
     finetune_epochs: int = 0  # last epochs of tdlrt / matrix-dlrt taken at fixed rank (no truncation)
     data: str = "embedded"
@@ -173,7 +174,8 @@ class Trainer:
             layer.weight = Tucker(core, Us)
             return
         Y, info = tdlrt_step(
-            layer.weight, layer.projector(), lr, cfg.tau, r_min=cfg.r_min, r_max=cfg.r_max,
+            layer.weight, layer.projector(), lr, cfg.tau, r_min=cfg.r_min,
+            r_max=cfg.layer_r_max.get(layer.name, cfg.r_max),
             fixed_rank=cfg.method == "tdlrt-fixed" or self.epoch >= cfg.epochs - cfg.finetune_epochs,
             adaptive_modes=cfg.conv_adaptive_modes if layer.weight.ndim == 4 else None,
             diagnostics=False,
@@ -210,6 +212,7 @@ class Trainer:
                 conv += lowrank.get(ly.name, n_dense)
         return {
             "lowrank_params": lowrank,
+            "compression": {k: 1.0 - n / self.dense_reference[k] for k, n in lowrank.items()},
             "lowrank_param_fraction": (sum(lowrank.values()) / dense_lr) if dense_lr else 1.0,
             "conv_compression": 1.0 - conv / conv_dense if conv_dense else 0.0,
         }

@@ -286,7 +286,10 @@ def test_fixed_rank_keeps_ranks_and_adaptive_modes_respected(xp, cfg):
     Yf, info = tdlrt_step(Y, G, 0.5, 0.5, fixed_rank=True)
     assert Yf.ranks == Y.ranks and info.truncation_error == 0.0
     Ya, info = tdlrt_step(Y, G, 0.5, 0.3, adaptive_modes=[0])
-    assert Ya.ranks[1:] == Y.ranks[1:]
+    # non-adaptive modes keep their rank, unless the other ranks no longer allow it
+    for i in range(1, Y.ndim):
+        other = math.prod(Ya.ranks) // Ya.ranks[i]
+        assert Ya.ranks[i] == min(Y.ranks[i], other)
 
 
 @given(cfg=tucker_configs())
@@ -488,3 +491,18 @@ def test_normal_gradient_norm_is_the_part_outside_the_augmented_space(xp, cfg, t
     if Y0.ranks == info.ranks_augmented:
         assert info.normal_grad_norm == pytest.approx(outside, rel=1e-8, abs=1e-12)
     assert info.normal_grad_norm**2 + info.grad_core_norm**2 == pytest.approx(fro(Gn) ** 2, rel=1e-10)
+
+
+def test_ranks_are_kept_compatible_when_bounds_differ_by_mode(xp):
+    """r_max (2, 4, 4) on a (6, 6, 6) tensor: r_0 <= 2 forces nothing on the others, but
+    r_max (4, 1, 1) would leave r_0 = 4 > r_1 r_2 = 1: mode 0 is cut to 1, exactly."""
+    rng = np.random.default_rng(8)
+    Y = random_tucker((6, 6, 6), (3, 3, 3), rng, xp=xp)
+    prob = random_quadratic(Y.shape, rng, xp=xp)
+    G = prob.gradient(Y.to_tensor())
+    Y1, info = tdlrt_step(Y, G, 0.5, 0.0, r_max=(4, 1, 1))
+    assert Y1.ranks == (1, 1, 1)
+    Y2, info2 = tdlrt_step(Y, G, 0.5, 0.0, r_max=(2, 4, 4))
+    assert Y2.ranks == (2, 4, 4)
+    # the compatibility cut is exact: the truncation error is what the bounds alone remove
+    assert info.truncation_error <= info.truncation_bound * (1 + TOL.rtol) + TOL.atol

@@ -242,3 +242,22 @@ def test_float64_training_runs_in_float64(small):
             assert p.dtype == np.float64
         if hasattr(ly, "weight"):
             assert ly.weight.core.dtype == np.float64
+
+
+def test_per_layer_rank_bounds_and_compression(small):
+    cfg = TrainConfig(method="tdlrt", epochs=1, tau=0.0, batch_size=300, layer_r_max={"fc1": (20, 30)})
+    tr = Trainer(cfg, small)
+    row = tr.run_epoch()
+    # tau = 0 grows, r_max caps; a matrix has one rank, so (20, 30) is made compatible: (20, 20)
+    assert tr.ranks()["fc1"] == [20, 20]
+    assert tr.ranks()["fc2"][0] > 42  # the others grow freely
+    for name, n in row["lowrank_params"].items():
+        assert row["compression"][name] == pytest.approx(1 - n / tr.dense_reference[name])
+
+
+def test_cli_layer_r_max(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    rc = main(["train", "--data", mnist_dir, "--epochs", "1", "--tau", "0", "--no-progress",
+               "--layer-r-max", "fc2=9,9", "--out", str(out)])
+    assert rc == 0
+    assert json.loads((out / "summary.json").read_text())["ranks"]["fc2"] == [9, 9]

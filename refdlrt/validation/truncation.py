@@ -61,16 +61,19 @@ def _tails(T, ranks):
 
 
 def _rule_violations(T, ranks, theta):
-    """Modes whose rank is not the smallest r with tail(r) <= ϑ (clear-cut cases only)."""
-    Tn, bad = to_numpy(T), 0
-    for i, r in enumerate(ranks):
+    """Modes whose rank is not the smallest r with tail(r) <= ϑ (clear-cut cases only), after
+    the compatibility cut r_i <= Π_{j≠i} r_j that `truncate` applies (an exact cut)."""
+    Tn, rule, ambiguous = to_numpy(T), [], set()
+    for i in range(len(ranks)):
         s = np.linalg.svd(unfold(Tn, i), compute_uv=False)
         tails = np.sqrt(np.concatenate([np.cumsum((s**2)[::-1])[::-1], [0.0]]))
-        admissible = tails <= theta
         if np.any(np.abs(tails - theta) <= 1e-8 * max(theta, 1e-300)):
-            continue  # a tail within rounding of ϑ: either rank is right
-        bad += int(r != max(1, int(np.argmax(admissible))))
-    return bad
+            ambiguous.add(i)  # a tail within rounding of ϑ: either rank is right
+        rule.append(max(1, int(np.argmax(tails <= theta))))
+    if ambiguous:
+        return 0
+    expected = integrator.compatible_ranks(rule)
+    return sum(int(r != e) for r, e in zip(ranks, expected))
 
 
 def _hosvd_cases(n_tensors, rng, xp, failures):
