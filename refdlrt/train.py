@@ -43,11 +43,11 @@ class TrainConfig:
 
     model: str = "lenet5"
     method: str = "tdlrt"
-    tau: float = 0.1
+    tau: float = 0.2
     epochs: int = 15
     batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
+    lr: float = 0.1
+    momentum: float = 0.5
     schedule: str = "cosine"  # cosine | step | constant
     step_size: int = 5  # epochs between decays of the step schedule
     gamma: float = 0.1  # decay factor of the step schedule

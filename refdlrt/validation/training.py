@@ -29,9 +29,9 @@ from . import Check, ClaimResult
 from ._common import pyplot, save
 
 NAME = "training"
-QUICK = dict(n_train=2000, n_test=500, epochs=1, batch_size=32, lr=0.02, seeds=2, taus=(0.1, 0.2),
+QUICK = dict(n_train=2000, n_test=500, epochs=1, batch_size=32, lr=0.02, momentum=0.9, seeds=2, taus=(0.1, 0.2),
              min_accuracy={0.1: 0.70, 0.2: 0.45}, max_gap={0.1: 0.15}, max_fraction={0.2: 0.35})
-FULL = dict(n_train=8000, n_test=2000, epochs=5, batch_size=64, lr=0.02, seeds=3,
+FULL = dict(n_train=8000, n_test=2000, epochs=5, batch_size=64, lr=0.02, momentum=0.9, seeds=3,
             taus=(0.05, 0.1, 0.2, 0.3), min_accuracy={0.05: 0.93, 0.1: 0.93, 0.2: 0.90, 0.3: 0.85},
             max_gap={0.05: 0.03, 0.1: 0.03}, max_fraction={0.2: 0.35, 0.3: 0.20})
 CLAIM = ("Quick (2,000 images, 1 epoch): TDLRT mean test accuracy >= 70 % at tau = 0.1, within 15 "
@@ -44,7 +44,8 @@ CLAIM = ("Quick (2,000 images, 1 epoch): TDLRT mean test accuracy >= 70 % at tau
 def train_one(method, tau, seed, ds, cfg, *, backend="numpy", max_steps=None):
     """One training run; returns its summary (diverged runs get accuracy 0.1, chance level)."""
     tc = TrainConfig(model="lenet5", method=method, tau=tau, epochs=cfg["epochs"],
-                     batch_size=cfg["batch_size"], lr=cfg["lr"], seed=seed, backend=backend)
+                     batch_size=cfg["batch_size"], lr=cfg["lr"], momentum=cfg["momentum"], seed=seed,
+                     backend=backend)
     tr = Trainer(tc, ds)
     row, diverged = None, False
     try:
