@@ -167,6 +167,29 @@ class _LowRankLayer:
         return f"{self._name}(shape={self.dense_shape}, ranks={self.weight.ranks})"
 
 
+def _random_conv(
+    cls,
+    c_out,
+    c_in,
+    kernel_size,
+    ranks,
+    rng,
+    *,
+    bias=True,
+    stride=1,
+    padding=0,
+    dilation=1,
+    dtype=np.float64,
+    xp=np,
+):
+    """He-normal dense kernel (fan_in = C_in kh kw) from ``rng``, then ``cls.from_dense`` to
+    ``ranks`` (HOSVD for the Tucker conv, SVD for the matrix conv); b = 0."""
+    kh, kw = pair(kernel_size, "kernel_size")
+    w = xp.asarray(kaiming_normal((c_out, c_in, kh, kw), c_in * kh * kw, rng, dtype))
+    b = xp.zeros(c_out, dtype=dtype) if bias else None
+    return cls.from_dense(w, b, ranks, stride=stride, padding=padding, dilation=dilation)
+
+
 class TuckerConv2d(_LowRankLayer):
     """Convolution whose kernel (C_out, C_in, kh, kw) is a Tucker tensor C x_i U_i.
 
@@ -192,27 +215,7 @@ class TuckerConv2d(_LowRankLayer):
         Y, _ = hosvd(w, ranks=ranks)
         return cls(Y, b, stride, padding, dilation)
 
-    @classmethod
-    def random(
-        cls,
-        c_out,
-        c_in,
-        kernel_size,
-        ranks,
-        rng,
-        *,
-        bias=True,
-        stride=1,
-        padding=0,
-        dilation=1,
-        dtype=np.float64,
-        xp=np,
-    ):
-        """He-normal dense kernel (fan_in = C_in kh kw) from ``rng``, HOSVD to ``ranks``; b = 0."""
-        kh, kw = pair(kernel_size, "kernel_size")
-        w = xp.asarray(kaiming_normal((c_out, c_in, kh, kw), c_in * kh * kw, rng, dtype))
-        b = xp.zeros(c_out, dtype=dtype) if bias else None
-        return cls.from_dense(w, b, ranks, stride=stride, padding=padding, dilation=dilation)
+    random = classmethod(_random_conv)
 
     def dense_weight(self):
         """The kernel C x_0 U_0 x_1 U_1 x_2 U_2 x_3 U_3, (C_out, C_in, kh, kw)."""
@@ -332,27 +335,7 @@ class MatrixConv2d(_LowRankLayer):
         Y, _ = hosvd(w.reshape(w.shape[0], -1), ranks=ranks)
         return cls(Y, b, tuple(w.shape[2:]), stride, padding, dilation)
 
-    @classmethod
-    def random(
-        cls,
-        c_out,
-        c_in,
-        kernel_size,
-        ranks,
-        rng,
-        *,
-        bias=True,
-        stride=1,
-        padding=0,
-        dilation=1,
-        dtype=np.float64,
-        xp=np,
-    ):
-        """He-normal dense kernel (fan_in = C_in kh kw) from ``rng``, SVD to ``ranks``; b = 0."""
-        kh, kw = pair(kernel_size, "kernel_size")
-        w = xp.asarray(kaiming_normal((c_out, c_in, kh, kw), c_in * kh * kw, rng, dtype))
-        b = xp.zeros(c_out, dtype=dtype) if bias else None
-        return cls.from_dense(w, b, ranks, stride=stride, padding=padding, dilation=dilation)
+    random = classmethod(_random_conv)
 
     def dense_weight(self):
         """The conv kernel (C_out, C_in, kh, kw): U_0 C U_1^T reshaped.
