@@ -283,9 +283,15 @@ class Trainer:
     def load(cls, path, data: Dataset) -> "Trainer":
         """Rebuild a trainer from a checkpoint; continuing it gives the same numbers as an
         uninterrupted run (bit for bit on the CPU)."""
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in z.files}
-        meta = json.loads(str(arrays.pop("meta")))
+        try:
+            with np.load(path) as z:
+                arrays = {k: z[k] for k in z.files}
+            meta = json.loads(str(arrays.pop("meta")))
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any unreadable file gets one clear message
+            raise ValueError(f"{path}: not a refdlrt checkpoint (expected an npz written by "
+                             f"Trainer.save with a 'meta' entry): {e}") from e
         cfg = meta["config"]
         cfg["widths"] = tuple(cfg["widths"])
         tr = cls(TrainConfig(**cfg), data)

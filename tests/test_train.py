@@ -261,3 +261,11 @@ def test_cli_layer_r_max(mnist_dir, tmp_path):
                "--layer-r-max", "fc2=9,9", "--out", str(out)])
     assert rc == 0
     assert json.loads((out / "summary.json").read_text())["ranks"]["fc2"] == [9, 9]
+
+
+def test_cli_resume_of_a_bad_checkpoint_gives_a_message(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not an npz file")
+    rc = main(["train", "--resume", str(bad), "--no-progress", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not a refdlrt checkpoint" in err
