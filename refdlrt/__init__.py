@@ -31,7 +31,17 @@ from .datasets import (
 )
 from .gradcheck import AdjointResult, adjoint_test, linear_adjoint_check
 from .hosvd import HOSVDInfo, hosvd, tail_norms, truncation_rank
-from .integrator import StepInfo, augment, k_step, lift, s_step, tdlrt_step, truncate
+from .integrator import (
+    StepInfo,
+    augment,
+    compatible_ranks,
+    k_gradient,
+    k_step,
+    lift,
+    s_step,
+    tdlrt_step,
+    truncate,
+)
 from .layers import AvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU
 from .linalg import max_orthonormality_error, orth, orthonormality_error, qr_signfixed
 from .linear import flatten_backward, flatten_forward, linear_backward, linear_forward
@@ -72,7 +82,7 @@ __all__ = [
     "orth", "qr_signfixed", "orthonormality_error", "max_orthonormality_error",
     "hosvd", "HOSVDInfo", "truncation_rank", "tail_norms",
     # integrator
-    "tdlrt_step", "StepInfo", "k_step", "augment", "lift", "s_step", "truncate", "DenseGradient",
+    "tdlrt_step", "StepInfo", "k_step", "k_gradient", "compatible_ranks", "augment", "lift", "s_step", "truncate", "DenseGradient",
     "naive_factor_step", "naive_factor_gradients",
     "QuadraticProblem", "TargetProblem", "LinearProblem", "random_quadratic", "random_tucker",
     # layers, models, training

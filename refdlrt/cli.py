@@ -33,19 +33,23 @@ def _cmd_train(args) -> int:
     from .report import format_summary, write_run
     from .train import TrainConfig, Trainer, TrainingDiverged
 
-    data = load_dataset(args.data)
-    if args.resume:
+    if args.resume:  # the checkpoint's data unless --data says otherwise
+        spec = args.data or Trainer.read_meta(args.resume)["config"]["data"]
+        data = load_dataset(spec)
         trainer = Trainer.load(args.resume, data)
+        trainer.cfg.data = spec
         if args.epochs is not None:  # train further than planned (changes a cosine schedule)
             trainer.cfg.epochs = args.epochs
+        trainer.cfg.validate()
     else:
+        data = load_dataset(args.data or TrainConfig.data)
         cfg = TrainConfig(
             model=args.model, method=args.method, tau=args.tau, epochs=args.epochs or TrainConfig.epochs,
             batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, schedule=args.schedule,
             seed=args.seed, init_rank=args.init_rank, ranks=_parse_ranks(args.ranks),
             finetune_epochs=args.finetune_epochs,
             r_min=args.r_min, r_max=args.r_max, layer_r_max=_parse_ranks(args.layer_r_max, "--layer-r-max"),
-            data=args.data, dtype=args.dtype,
+            data=args.data or TrainConfig.data, dtype=args.dtype,
             backend=args.backend, widths=tuple(args.widths),
         )
         trainer = Trainer(cfg, data)
@@ -120,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
                     help="last epochs of tdlrt / matrix-dlrt at fixed rank (no truncation)")
     tr.add_argument("--widths", type=int, nargs="+", default=list(d.widths), help="vgg_small widths")
-    tr.add_argument("--data", default=d.data, help="'embedded' or a directory with MNIST/Fashion-MNIST IDX or CIFAR-10 files")
+    tr.add_argument("--data", default=None,
+                    help="'embedded' (default) or a directory with MNIST/Fashion-MNIST IDX or CIFAR-10 "
+                         "files; with --resume, the checkpoint's data by default")
     tr.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype)
     tr.add_argument("--backend", choices=("numpy", "cupy"), default=d.backend)
     tr.add_argument("--out", default="runs/latest", help="output folder")

@@ -24,6 +24,8 @@ __all__ = [
     "StepInfo",
     "tdlrt_step",
     "k_step",
+    "k_gradient",
+    "compatible_ranks",
     "augment",
     "lift",
     "s_step",
@@ -92,39 +94,63 @@ def _check_finite(a, what: str):
         raise FloatingPointError(f"{what} contains NaN or Inf; refusing to produce NaN factors")
 
 
-def k_step(C, Us: Sequence, i: int, grad, lr: float):
-    """K-step of mode i: one gradient step on K_i = U_i R_i^T.
+def k_gradient(C, Us: Sequence, i: int, grad):
+    """K_i = U_i R_i^T and grad_{K_i} L for mode i (the K-step without the step).
 
     Notes
     -----
     Mat_i(C)^T = Q_i R_i (sign-fixed QR), so Mat_i(Y) = K_i V_i^T with K_i = U_i R_i^T and
-    V_i^T = Q_i^T (⊗_{j≠i} U_j)^T. Then
+    V_i^T = Q_i^T (⊗_{j≠i} U_j)^T, and
 
-        grad_{K_i} L = Mat_i(G x_{j≠i} U_j^T) Q_i,      K_i <- K_i - λ grad_{K_i} L.
+        grad_{K_i} L = Mat_i(G x_{j≠i} U_j^T) Q_i.
 
-    Returns K_i after the step (n_i x min(r_i, Π_{j≠i} r_j)).
+    Returns (K_i, grad_{K_i} L), both n_i x min(r_i, Π_{j≠i} r_j).
     """
     Q, R = qr_signfixed(unfold(C, i).T)  # Q: Π_{j≠i} r_j x r_i,  R: r_i x r_i
     K = Us[i] @ R.T  # n_i x r_i
     mats = [None if j == i else U for j, U in enumerate(Us)]
     grad_K = unfold(grad.project(mats), i) @ Q  # n_i x r_i
     _check_finite(grad_K, f"the K-gradient of mode {i}")
+    return K, grad_K
+
+
+def k_step(C, Us: Sequence, i: int, grad, lr: float):
+    """K-step of mode i: K_i <- K_i - λ grad_{K_i} L (see :func:`k_gradient`).
+
+    Returns K_i after the step (n_i x min(r_i, Π_{j≠i} r_j)).
+    """
+    K, grad_K = k_gradient(C, Us, i, grad)
     return K - lr * grad_K
 
 
-def augment(K, U):
+def augment(K, U, *, direction=None):
     """Augmented basis Û_i: an orthonormal basis of exactly range([K_i | U_i]), and M̂_i.
+
+    Parameters
+    ----------
+    K, U : the stepped K_i (n_i x k) and the basis U_i (n_i x r_i).
+    direction : array, optional
+        grad_{K_i} L. Since K_i = U_i R_i^T - λ grad_{K_i} L with λ > 0,
+        range([K_i | U_i]) = range([U_i | grad_{K_i} L]) exactly, and the latter is free of
+        the cancellation that rounds small steps away in K_i (in float32 a step λ grad_K far
+        below ||K_i|| would otherwise lose its new directions). Used when given.
 
     Notes
     -----
-    Û_i = orth([K_i | U_i]) (left singular vectors of the n_i x 2r_i matrix [K_i | U_i] whose
-    singular values exceed max(n_i, 2 r_i) · eps · σ_max, see :func:`refdlrt.linalg.orth`), so a
-    rank-deficient [K_i | U_i] gives exactly its rank and never columns outside its range.
-    Its width r̂_i ≤ min(2 r_i, n_i). Then M̂_i = Û_i^T U_i  (r̂_i x r_i). Every direction of
-    range(U_i) has singular value >= 1 in [K_i | U_i], so range(Û_i) ⊇ range(U_i) to rounding.
+    Û_i = orth([K_i | U_i]) (or orth([U_i | grad_K / ||grad_K||])): the left singular vectors
+    whose singular values exceed max(n_i, 2 r_i) · eps · σ_max (see :func:`refdlrt.linalg.orth`),
+    so a rank-deficient matrix gives exactly its rank and never columns outside its range.
+    Width r̂_i ≤ min(2 r_i, n_i). Then M̂_i = Û_i^T U_i  (r̂_i x r_i). Every direction of
+    range(U_i) has singular value >= 1 in these matrices, so range(Û_i) ⊇ range(U_i) to rounding.
     """
     xp = get_xp(K, U)
-    U_hat = orth(xp.concatenate([K, U], axis=1))  # n_i x r̂_i
+    if direction is None:
+        B = xp.concatenate([K, U], axis=1)  # n_i x (k + r_i)
+    else:
+        scale = _fro(direction)
+        D = direction / scale if scale > 0 else direction
+        B = xp.concatenate([U, D], axis=1)  # n_i x (r_i + k)
+    U_hat = orth(B)  # n_i x r̂_i
     return U_hat, U_hat.T @ U  # r̂_i x r_i
 
 
@@ -162,7 +188,8 @@ def truncate(C_hat, U_hats: Sequence, tau: float, *, r_min, r_max):
     Only the left singular vectors P_i are used. ``r_min``/``r_max`` are per mode.
     The ranks are then made compatible, r_i' <= Π_{j≠i} r_j' (Mat_i(C) has at most that many
     nonzero singular values, so the columns beyond it carry no mass): an HOSVD of the new core
-    at those ranks removes them exactly. This only happens when rank bounds differ by mode.
+    at those ranks removes them exactly. (It happens when rank bounds differ by mode, and
+    rarely from the τ rule itself, when the per-mode tails of Ĉ select incompatible ranks.)
     Returns (Tucker, HOSVDInfo, η = ||Ĉ - C x_i P_i||_F).
     """
     P_tucker, info = hosvd(C_hat, tau=tau, r_min=r_min, r_max=r_max)
@@ -268,7 +295,10 @@ def tdlrt_step(
         Modes that are augmented and truncated (default: all). The others take a
         fixed-rank K-step: Û_i = orth(K_i) with r_i columns, and keep rank r_i.
     fixed_rank : bool
-        The fixed-rank BUG integrator: Û_i = orth(K_i) in every mode, no truncation.
+        The fixed-rank BUG integrator: Û_i = orth(K_i) in every mode, no truncation. There
+        (and in non-adaptive modes) range(Û_i) need not contain range(U_i): the lift is not
+        exact and the S-step uses the gradient at Y, the usual one-backward approximation;
+        the lift-exactness and descent guarantees of §4 are for the rank-adaptive step.
     diagnostics : bool
         Also compute the lift error and ||G x_i U_i^T|| (costs a dense Y and one projection).
     momentum, velocity : float, array or None
@@ -302,11 +332,14 @@ def tdlrt_step(
     C, Us = Y.core, Y.factors
 
     # K-steps, all from the same gradient at Y
-    Ks = [k_step(C, Us, i, G, lr) for i in range(d)]
+    KG = [k_gradient(C, Us, i, G) for i in range(d)]
+    Ks = [K - lr * gK for K, gK in KG]
+    for i, K in enumerate(Ks):
+        _check_finite(K, f"K_{i} after the step")
     U_hats, M_hats = [], []
     for i in range(d):
         if adaptive[i]:
-            U_hat, M_hat = augment(Ks[i], Us[i])  # n_i x r̂_i, r̂_i x r_i
+            U_hat, M_hat = augment(Ks[i], Us[i], direction=KG[i][1])  # n_i x r̂_i, r̂_i x r_i
         else:
             if Ks[i].shape[1] < Us[i].shape[1]:
                 raise ValueError(
@@ -324,6 +357,7 @@ def tdlrt_step(
     if diagnostics:
         lift_error = _fro(multi_mode_product(C_hat, U_hats) - Y.to_tensor())
     C_tilde, grad_C = s_step(C_hat, U_hats, G, lr)
+    _check_finite(C_tilde, "the core after the S-step")
     ranks_aug = tuple(int(c.shape[1]) for c in U_hats)
 
     # Truncation

@@ -6,9 +6,10 @@ Methods: ``dense``; ``tdlrt`` (rank-adaptive Tucker BUG); ``tdlrt-fixed`` (fixed
 descent on the Tucker factors, the "train the factorisation directly" baseline).
 
 Momentum. Dense parameters: heavy ball v <- μ v + g, p <- p - λ v. TDLRT layers: the
-velocity lives on the core; it is lifted into the augmented bases with the core (x_i M̂_i)
-and truncated with it (x_i P_i^T) inside :func:`refdlrt.tdlrt_step`; K-steps take plain
-gradient steps. ``tucker-direct``: heavy ball on the core and on every factor.
+velocity V = v x_i U_i is kept in low-rank form (its core v in the current bases); the whole
+BUG step (K-steps and S-step) is taken along G + μV, and the new velocity is that direction's
+Galerkin projection, truncated with the weight (x_i P_i^T) inside :func:`refdlrt.tdlrt_step`.
+``tucker-direct``: heavy ball on the core and on every factor.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ class TrainConfig:
     method: str = "tdlrt"
     tau: float = 0.2
     epochs: int = 15
-    batch_size: int = 128
-    lr: float = 0.1
+    batch_size: int = 64
+    lr: float = 0.05
     momentum: float = 0.5
     schedule: str = "cosine"  # cosine | step | constant
     step_size: int = 5  # epochs between decays of the step schedule
@@ -74,6 +75,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "step_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
+        if not (self.gamma > 0 and math.isfinite(self.gamma)):
+            raise ValueError(f"gamma: expected a finite decay factor > 0, got {self.gamma}")
         if not 0 <= self.finetune_epochs < self.epochs:
             raise ValueError(f"finetune_epochs: expected 0 <= finetune_epochs < epochs = {self.epochs}, "
                              f"got {self.finetune_epochs}")
@@ -279,19 +282,25 @@ class Trainer:
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
 
-    @classmethod
-    def load(cls, path, data: Dataset) -> "Trainer":
-        """Rebuild a trainer from a checkpoint; continuing it gives the same numbers as an
-        uninterrupted run (bit for bit on the CPU)."""
+    @staticmethod
+    def read_meta(path) -> dict:
+        """The checkpoint's metadata (config, epoch, history, RNG state)."""
         try:
             with np.load(path) as z:
-                arrays = {k: z[k] for k in z.files}
-            meta = json.loads(str(arrays.pop("meta")))
+                return json.loads(str(z["meta"]))
         except FileNotFoundError:
             raise
         except Exception as e:  # noqa: BLE001 - any unreadable file gets one clear message
             raise ValueError(f"{path}: not a refdlrt checkpoint (expected an npz written by "
                              f"Trainer.save with a 'meta' entry): {e}") from e
+
+    @classmethod
+    def load(cls, path, data: Dataset) -> "Trainer":
+        """Rebuild a trainer from a checkpoint; continuing it gives the same numbers as an
+        uninterrupted run (bit for bit on the CPU)."""
+        meta = cls.read_meta(path)
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files if k != "meta"}
         cfg = meta["config"]
         cfg["widths"] = tuple(cfg["widths"])
         tr = cls(TrainConfig(**cfg), data)

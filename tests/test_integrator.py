@@ -506,3 +506,19 @@ def test_ranks_are_kept_compatible_when_bounds_differ_by_mode(xp):
     assert Y2.ranks == (2, 4, 4)
     # the compatibility cut is exact: the truncation error is what the bounds alone remove
     assert info.truncation_error <= info.truncation_bound * (1 + TOL.rtol) + TOL.atol
+
+
+@pytest.mark.parametrize("lr", [1e-2, 1e-3, 1e-4, 1e-5])
+def test_float32_small_steps_still_augment(xp, lr):
+    """range([K | U]) = range([U | grad_K]): a float32 step far below ||K|| must not round the
+    new directions away (they would be lost from K = U R^T - λ grad_K)."""
+    rng = np.random.default_rng(12)
+    n, r = 64, 8
+    U = np.linalg.qr(rng.standard_normal((n, r)))[0]
+    V = np.linalg.qr(rng.standard_normal((n, r)))[0]
+    core = np.diag(np.linspace(20.0, 1.0, r))
+    Y = Tucker(xp.asarray(core.astype(np.float32)),
+               (xp.asarray(U.astype(np.float32)), xp.asarray(V.astype(np.float32))))
+    G = xp.asarray(rng.standard_normal((n, n)).astype(np.float32))
+    _, info = tdlrt_step(Y, G, lr, 0.0)
+    assert info.ranks_augmented == (2 * r, 2 * r)

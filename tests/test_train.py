@@ -269,3 +269,17 @@ def test_cli_resume_of_a_bad_checkpoint_gives_a_message(tmp_path, capsys):
     rc = main(["train", "--resume", str(bad), "--no-progress", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert rc == 2 and "not a refdlrt checkpoint" in err
+
+
+def test_cli_resume_uses_the_checkpoint_data(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--method", "dense", "--no-progress", "--out", str(out)]
+    assert main(args + ["--data", mnist_dir, "--epochs", "1"]) == 0
+    assert main(args + ["--resume", str(out / "checkpoint.npz"), "--epochs", "2"]) == 0  # no --data
+    s = json.loads((out / "summary.json").read_text())
+    assert s["config"]["data"] == mnist_dir and s["epochs"] == 2
+
+
+def test_bad_gamma_raises():
+    with pytest.raises(ValueError, match="gamma"):
+        TrainConfig(schedule="step", gamma=0.0).validate()
