@@ -150,7 +150,7 @@ def hosvd_right_vectors(T, *, tau=None, r_min=1, r_max=None):
     return Tucker(core, tuple(bases)), info
 
 
-def augment_without_U(K, U):
+def augment_without_U(K, U, direction=None):
     """Bug (c): Û_i = orth(K_i), dropping U_i from the augmentation."""
     U_hat = orth(K)
     return U_hat, U_hat.T @ U
