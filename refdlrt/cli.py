@@ -47,7 +47,8 @@ def _cmd_train(args) -> int:
             model=args.model, method=args.method, tau=args.tau, epochs=args.epochs or TrainConfig.epochs,
             batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, schedule=args.schedule,
             seed=args.seed, init_rank=args.init_rank, ranks=_parse_ranks(args.ranks),
-            finetune_epochs=args.finetune_epochs,
+            finetune_epochs=args.finetune_epochs, warmup_epochs=args.warmup_epochs,
+            conv_adaptive_modes=None if args.conv_adaptive_modes is None else tuple(args.conv_adaptive_modes),
             r_min=args.r_min, r_max=args.r_max, layer_r_max=_parse_ranks(args.layer_r_max, "--layer-r-max"),
             data=args.data or TrainConfig.data, dtype=args.dtype,
             backend=args.backend, widths=tuple(args.widths),
@@ -121,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--r-max", type=int, default=d.r_max, help="upper rank bound of every mode")
     tr.add_argument("--layer-r-max", action="append", metavar="NAME=R0,R1,..",
                     help="upper rank bounds of one layer, per mode (repeatable), e.g. fc1=20,20")
+    tr.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs,
+                    help="first epochs of tdlrt / matrix-dlrt at fixed rank (truncation starts after)")
+    tr.add_argument("--conv-adaptive-modes", type=int, nargs="+", default=None, metavar="MODE",
+                    help="modes of the Tucker conv kernels that adapt (default all; e.g. 0 1 keeps "
+                         "the spatial modes at their initial rank)")
     tr.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
                     help="last epochs of tdlrt / matrix-dlrt at fixed rank (no truncation)")
     tr.add_argument("--widths", type=int, nargs="+", default=list(d.widths), help="vgg_small widths")

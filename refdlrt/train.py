@@ -59,6 +59,7 @@ class TrainConfig:
     r_max: int | None = None
     layer_r_max: dict = field(default_factory=dict)  # per-layer rank bounds: name -> int or per-mode
     conv_adaptive_modes: tuple | None = None  # modes of Tucker conv kernels that adapt (None: all)
+    warmup_epochs: int = 0  # first epochs of tdlrt / matrix-dlrt taken at fixed rank (no truncation)
     finetune_epochs: int = 0  # last epochs of tdlrt / matrix-dlrt taken at fixed rank (no truncation)
     data: str = "embedded"
     dtype: str = "float32"
@@ -77,6 +78,9 @@ class TrainConfig:
                 raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
         if not (self.gamma > 0 and math.isfinite(self.gamma)):
             raise ValueError(f"gamma: expected a finite decay factor > 0, got {self.gamma}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"warmup_epochs: expected 0 <= warmup_epochs < epochs = {self.epochs}, "
+                             f"got {self.warmup_epochs}")
         if not 0 <= self.finetune_epochs < self.epochs:
             raise ValueError(f"finetune_epochs: expected 0 <= finetune_epochs < epochs = {self.epochs}, "
                              f"got {self.finetune_epochs}")
@@ -179,7 +183,8 @@ class Trainer:
         Y, info = tdlrt_step(
             layer.weight, layer.projector(), lr, cfg.tau, r_min=cfg.r_min,
             r_max=cfg.layer_r_max.get(layer.name, cfg.r_max),
-            fixed_rank=cfg.method == "tdlrt-fixed" or self.epoch >= cfg.epochs - cfg.finetune_epochs,
+            fixed_rank=(cfg.method == "tdlrt-fixed" or self.epoch < cfg.warmup_epochs
+                        or self.epoch >= cfg.epochs - cfg.finetune_epochs),
             adaptive_modes=cfg.conv_adaptive_modes if layer.weight.ndim == 4 else None,
             diagnostics=False,
             momentum=mu, velocity=self.velocity.get((k, "core")),

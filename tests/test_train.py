@@ -283,3 +283,26 @@ def test_cli_resume_uses_the_checkpoint_data(mnist_dir, tmp_path):
 def test_bad_gamma_raises():
     with pytest.raises(ValueError, match="gamma"):
         TrainConfig(schedule="step", gamma=0.0).validate()
+
+
+def test_warmup_and_finetune_epochs_run_at_fixed_rank(small):
+    cfg = TrainConfig(method="tdlrt", epochs=3, tau=0.3, batch_size=100, warmup_epochs=1, finetune_epochs=1)
+    tr = Trainer(cfg, small)
+    start = tr.ranks()
+    tr.run_epoch()
+    assert tr.ranks() == start  # warm-up: no truncation
+    tr.run_epoch()
+    pruned = tr.ranks()
+    assert pruned != start  # tau = 0.3 prunes once truncation starts
+    tr.run_epoch()
+    assert tr.ranks() == pruned  # fine-tuning: fixed rank
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TrainConfig(epochs=2, warmup_epochs=2).validate()
+
+
+def test_cli_conv_adaptive_modes_keep_the_spatial_ranks(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    rc = main(["train", "--data", mnist_dir, "--epochs", "1", "--tau", "0.3", "--no-progress",
+               "--ranks", "conv2=8,3,5,4", "--conv-adaptive-modes", "0", "1", "--out", str(out)])
+    assert rc == 0
+    assert json.loads((out / "summary.json").read_text())["ranks"]["conv2"][2:] == [5, 4]
