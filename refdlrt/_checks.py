@@ -37,6 +37,16 @@ def check_ndim(a, ndim: int, name: str, layout: str):
         )
 
 
+def check_grad(dy, shape, dtype, name: str = "dy", *, layout: str = "", source: str = ""):
+    """The incoming gradient of a backward: a float array of the forward output's shape and
+    dtype. ``layout``/``source`` are appended to the messages (e.g. " (N, C_out, Ho, Wo)")."""
+    check_float_array(dy, name)
+    if tuple(dy.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}{layout}, got {tuple(dy.shape)}")
+    if dy.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype}{source}, got {dy.dtype}")
+
+
 def check_same_dtype(*named):
     """``named`` is a sequence of (name, array); all non-None arrays must share a dtype."""
     present = [(n, a) for n, a in named if a is not None]

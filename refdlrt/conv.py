@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._checks import check_float_array, check_ndim, check_same_dtype, pair
+from ._checks import check_float_array, check_grad, check_ndim, check_same_dtype, pair
 from .backend import get_xp
 
 __all__ = [
@@ -291,12 +291,8 @@ def _select_dx_route(g: ConvGeometry):
 
 
 def _check_dy(dy, g: ConvGeometry, dtype):
-    check_float_array(dy, "dy")
-    expected = (g.n, g.c_out, *g.out_size)
-    if tuple(dy.shape) != expected:
-        raise ValueError(f"dy: expected shape {expected} (N, C_out, Ho, Wo), got {tuple(dy.shape)}")
-    if dy.dtype != dtype:
-        raise TypeError(f"dy: expected dtype {dtype} (the dtype of x), got {dy.dtype}")
+    check_grad(dy, (g.n, g.c_out, *g.out_size), dtype, layout=" (N, C_out, Ho, Wo)",
+               source=" (the dtype of x)")
 
 
 def _backward(dy, x, w, g: ConvGeometry, *, need_dx: bool):

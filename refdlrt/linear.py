@@ -10,19 +10,10 @@ from __future__ import annotations
 
 import math
 
-from ._checks import check_float_array, check_ndim, check_same_dtype
+from ._checks import check_float_array, check_grad, check_ndim, check_same_dtype
 from .backend import get_xp
 
 __all__ = ["flatten_backward", "flatten_forward", "linear_backward", "linear_forward"]
-
-
-def _check_dout(dout, shape, dtype, name):
-    """``dout`` must be a float array of ``shape`` and ``dtype`` (the forward's output)."""
-    check_float_array(dout, name)
-    if tuple(dout.shape) != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(dout.shape)}")
-    if dout.dtype != dtype:
-        raise TypeError(f"{name}: expected dtype {dtype}, got {dout.dtype}")
 
 
 def linear_forward(x, w, b=None):
@@ -77,7 +68,7 @@ def linear_backward(dy, cache):
     dx = dy w,   dw = dy^T x,   db[o] = sum_n dy[n, o].
     """
     x, w, has_bias = cache
-    _check_dout(dy, (x.shape[0], w.shape[0]), x.dtype, "dy")
+    check_grad(dy, (x.shape[0], w.shape[0]), x.dtype)
     get_xp(dy, x)  # raises on mixed backends
     dx = dy @ w  # N, in
     dw = dy.T @ x  # out, in

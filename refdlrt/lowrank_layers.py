@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ._checks import check_float_array, check_ndim, pair
+from ._checks import check_float_array, check_grad, check_ndim, pair
 from .conv import conv2d_backward, conv2d_forward
 from .hosvd import hosvd
 from .layers import kaiming_normal
@@ -144,14 +144,7 @@ class _LowRankLayer:
         return self._cache
 
     def _check_dy(self, dy, y_shape, dtype):
-        check_float_array(dy, f"{self._name}: dy")
-        if tuple(dy.shape) != tuple(y_shape):
-            raise ValueError(
-                f"{self._name}: dy: expected shape {tuple(y_shape)} (the output's), "
-                f"got {tuple(dy.shape)}"
-            )
-        if dy.dtype != dtype:
-            raise TypeError(f"{self._name}: dy: expected dtype {dtype}, got {dy.dtype}")
+        check_grad(dy, y_shape, dtype, f"{self._name}: dy", layout=" (the output's)")
 
     def projector(self):
         """Projector of G = dL/dW at the weight of the last forward (valid after backward)."""

@@ -17,7 +17,7 @@ holds at least one real input element.
 
 from __future__ import annotations
 
-from ._checks import check_float_array, check_ndim, pair
+from ._checks import check_float_array, check_grad, check_ndim, pair
 from .backend import get_xp
 
 __all__ = ["avgpool2d_backward", "avgpool2d_forward", "maxpool2d_backward", "maxpool2d_forward"]
@@ -68,14 +68,6 @@ def _tap(a, i, j, sh, sw, Ho, Wo):
     return a[:, :, i : i + sh * (Ho - 1) + 1 : sh, j : j + sw * (Wo - 1) + 1 : sw]  # N, C, Ho, Wo
 
 
-def _check_dout(dy, shape, dtype):
-    check_float_array(dy, "dy")
-    if tuple(dy.shape) != tuple(shape):
-        raise ValueError(f"dy: expected shape {tuple(shape)}, got {tuple(dy.shape)}")
-    if dy.dtype != dtype:
-        raise TypeError(f"dy: expected dtype {dtype}, got {dy.dtype}")
-
-
 def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
     """2-d max pooling of x (N, C, H, W).
 
@@ -119,7 +111,7 @@ def maxpool2d_backward(dy, cache):
     summed over overlapping windows; dx is the interior of dxpad.
     """
     arg, x_shape, (kh, kw, sh, sw, ph, pw), dtype = cache
-    _check_dout(dy, arg.shape, dtype)
+    check_grad(dy, arg.shape, dtype)
     xp = get_xp(dy, arg)
     N, C, H, W = x_shape
     Ho, Wo = arg.shape[2], arg.shape[3]
@@ -168,7 +160,7 @@ def avgpool2d_backward(dy, cache):
     summed over overlapping windows; dx is the interior of dxpad.
     """
     x_shape, y_shape, (kh, kw, sh, sw, ph, pw), dtype = cache
-    _check_dout(dy, y_shape, dtype)
+    check_grad(dy, y_shape, dtype)
     xp = get_xp(dy)
     N, C, H, W = x_shape
     Ho, Wo = y_shape[2], y_shape[3]

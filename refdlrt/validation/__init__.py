@@ -20,6 +20,8 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+from ..backend import namespace
+
 __all__ = ["CLAIMS", "Check", "ClaimResult", "check_names", "claim_names", "format_table", "run_claim",
            "run_validation"]
 
@@ -172,12 +174,6 @@ def _jsonable(obj):
     return obj if isinstance(obj, str) or obj is None else str(obj)
 
 
-def _xp_for(backend: str):
-    from ..backend import namespace
-
-    return namespace(backend)
-
-
 def check_names(names) -> list:
     """Validate claim names (a list or a comma-separated string); return them in report order."""
     if names is None:
@@ -220,7 +216,7 @@ def run_validation(names=None, quick=False, backend="numpy", seed=0, out="valida
     from .report import write_report
 
     names = check_names(names)
-    xp = _xp_for(backend)
+    xp = namespace(backend)
     os.makedirs(out, exist_ok=True)
     results = []
     for name in names:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _xp_for, check_names, claim_names, format_table, run_validation
+from ..backend import namespace
+from . import check_names, claim_names, format_table, run_validation
 
 __all__ = ["add_validate_parser", "cmd_validate", "main"]
 
@@ -52,7 +53,7 @@ def cmd_validate(args) -> int:
     def echo(res):
         print(f"  {res.name:<16} {res.status:<8} ({res.seconds:.1f} s)", flush=True)
 
-    _xp_for(args.backend)  # ValueError now, before any output, when cupy has no GPU
+    namespace(args.backend)  # ValueError now, before any output, when cupy has no GPU
     print(f"refdlrt validate: {'quick' if args.quick else 'full'} mode, backend {args.backend}, "
           f"seed {args.seed}, out {args.out}", flush=True)
     results = run_validation(args.only, quick=args.quick, backend=args.backend, seed=args.seed,
