@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["get_xp", "to_numpy", "gpu_available", "is_cupy_array", "asarray_like", "namespace"]
+__all__ = ["get_xp", "to_numpy", "gpu_available", "is_cupy_array", "namespace"]
 
 
 def is_cupy_array(a) -> bool:
@@ -50,14 +50,6 @@ def to_numpy(a):
     if is_cupy_array(a):
         return a.get()
     return np.asarray(a)
-
-
-def asarray_like(a, like):
-    """Return ``a`` as an array of the same library as ``like``."""
-    xp = get_xp(like)
-    if xp is np:
-        return np.asarray(to_numpy(a))
-    return xp.asarray(a)
 
 
 def gpu_available() -> bool:
