@@ -306,8 +306,10 @@ def tdlrt_step(
         V = v x_i U_i in Y's bases (shape = core shape; None = zero). The whole step (K-steps
         and S-step) is taken with the direction G + μV (see :class:`MomentumGradient`), and the
         new velocity is its Galerkin projection grad_Ĉ, carried into the new bases by the
-        truncation (x_i P_i^T) and returned as ``StepInfo.velocity``. With momentum the
-        gradient norms in StepInfo are those of G + μV.
+        truncation (x_i P_i^T) and returned as ``StepInfo.velocity``. With square factors
+        (r_i = n_i) this is heavy ball exactly; otherwise the part of G + μV outside the
+        augmented space is dropped from the velocity. With momentum the gradient norms in
+        StepInfo are those of G + μV.
 
     Returns
     -------

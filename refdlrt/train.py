@@ -47,13 +47,13 @@ class TrainConfig:
     tau: float = 0.2
     epochs: int = 15
     batch_size: int = 64
-    lr: float = 0.05
+    lr: float = 0.1
     momentum: float = 0.5
     schedule: str = "cosine"  # cosine | step | constant
     step_size: int = 5  # epochs between decays of the step schedule
     gamma: float = 0.1  # decay factor of the step schedule
     seed: int = 0
-    init_rank: float = 0.5
+    init_rank: float = 1.0  # start at full rank; τ prunes within the first epoch
     ranks: dict = field(default_factory=dict)
     r_min: int = 2
     r_max: int | None = None

@@ -467,6 +467,25 @@ def test_momentum_step_is_the_step_along_g_plus_mu_v(xp):
     assert i3.velocity is not None
 
 
+@pytest.mark.parametrize("fixed_rank", [True, False])
+def test_momentum_at_full_rank_is_heavy_ball(xp, fixed_rank):
+    """With square factors (r_i = n_i) the low-rank velocity holds all of G + μV, so a run of
+    momentum steps is dense heavy ball, v <- μ v + G, W <- W - λ v, to rounding."""
+    rng = np.random.default_rng(12)
+    shape = (4, 3, 3, 2)
+    prob = random_quadratic(shape, rng, xp=xp)
+    W0 = xp.asarray(rng.standard_normal(shape))
+    Y = Tucker(W0, tuple(xp.eye(n) for n in shape))
+    W, v, velocity, lr, mu = W0, 0.0, None, 0.1, 0.9
+    for _ in range(6):
+        Y, info = tdlrt_step(Y, prob.gradient(Y.to_tensor()), lr, 0.0, fixed_rank=fixed_rank,
+                             momentum=mu, velocity=velocity)
+        velocity = info.velocity
+        v = mu * v + prob.gradient(W)
+        W = W - lr * v
+    np.testing.assert_allclose(dense(Y), to_numpy(W), rtol=0, atol=1e-12)  # six steps of rounding
+
+
 def test_zero_momentum_matches_plain_step_and_bad_momentum_raises(simple):
     Y, G = simple
     A, _ = tdlrt_step(Y, G, 0.1, 0.1)
