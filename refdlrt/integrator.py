@@ -307,7 +307,7 @@ def tdlrt_step(
         and S-step) is taken with the direction G + μV (see :class:`MomentumGradient`), and the
         new velocity is its Galerkin projection grad_Ĉ, carried into the new bases by the
         truncation (x_i P_i^T) and returned as ``StepInfo.velocity``. With square factors
-        (r_i = n_i) this is heavy ball exactly; otherwise the part of G + μV outside the
+        (r_i = n_i) and nothing truncated this is heavy ball exactly; otherwise the part of G + μV outside the
         augmented space is dropped from the velocity. With momentum the gradient norms in
         StepInfo are those of G + μV.
 
