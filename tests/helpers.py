@@ -1,5 +1,9 @@
 """Small test-only helpers shared by several test modules."""
 
+import numpy as np
+
+from refdlrt.tolerances import assert_close
+
 
 class ForeignArray:
     """Looks like a CuPy array to get_xp (module "cupy"), so mixing can be tested without a GPU."""
@@ -8,3 +12,15 @@ class ForeignArray:
 
     def __init__(self, a):
         self.dtype, self.shape, self.ndim = a.dtype, a.shape, a.ndim
+
+
+def check_float32_matches_float64(forward, backward, x, dy, xp, **kwargs):
+    """A single-output forward/backward pair run in float32 keeps float32 and agrees with its
+    float64 run to the float32 tolerance (scaled by the largest input)."""
+    y64, c64 = forward(xp.asarray(x), **kwargs)
+    y32, c32 = forward(xp.asarray(x.astype(np.float32)), **kwargs)
+    dx64 = backward(xp.asarray(dy), c64)
+    dx32 = backward(xp.asarray(dy.astype(np.float32)), c32)
+    assert y32.dtype == np.float32 and dx32.dtype == np.float32
+    assert_close(y32, y64, np.float32, scale=float(np.abs(x).max()))
+    assert_close(dx32, dx64, np.float32, scale=float(np.abs(dy).max()))

@@ -1,4 +1,4 @@
-"""Hypothesis strategies shared by the tensor and integrator tests.
+"""Hypothesis strategies shared by the tensor, integrator and layer tests.
 
 Each draws a valid configuration first (order, sizes, compatible ranks) and a seed
 last; the data comes from ``numpy.random.default_rng(seed)``.
@@ -28,3 +28,26 @@ def tucker_configs(draw, d_values=(2, 3, 4), max_n=5, min_n=2):
         ranks = ranks if compatible(ranks) else (1,) * d
     seed = draw(st.integers(0, 2**32 - 1))
     return shape, ranks, seed
+
+
+@st.composite
+def conv_geometries(draw):
+    """N, C_in, C_out, kernel, stride, padding, dilation (pairs) and an input size "hw" that
+    fits (at least one output pixel)."""
+    k = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    s = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    p = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    hw = tuple(
+        max(1, dd * (kk - 1) + 1 - 2 * pp) + draw(st.integers(0, 3)) for kk, pp, dd in zip(k, p, d)
+    )
+    return {
+        "N": draw(st.integers(1, 2)),
+        "c_in": draw(st.integers(1, 4)),
+        "c_out": draw(st.integers(1, 4)),
+        "k": k,
+        "stride": s,
+        "padding": p,
+        "dilation": d,
+        "hw": hw,
+    }

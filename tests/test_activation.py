@@ -12,11 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import ForeignArray
+from helpers import ForeignArray, check_float32_matches_float64
 from refdlrt.activation import relu_backward, relu_forward
 from refdlrt.backend import to_numpy
 from refdlrt.gradcheck import adjoint_test
-from refdlrt.tolerances import assert_close
 
 
 
@@ -81,13 +80,7 @@ def test_relu_matches_torch_including_zeros(xp, torch, case):
 @given(case=relu_cases())
 def test_relu_float32_agrees_with_float64(xp, case):
     x, dy = relu_data(case)
-    y64, c64 = relu_forward(xp.asarray(x))
-    y32, c32 = relu_forward(xp.asarray(x.astype(np.float32)))
-    dx64 = relu_backward(xp.asarray(dy), c64)
-    dx32 = relu_backward(xp.asarray(dy.astype(np.float32)), c32)
-    assert y32.dtype == np.float32 and dx32.dtype == np.float32
-    assert_close(y32, y64, np.float32, scale=float(np.abs(x).max()))
-    assert_close(dx32, dx64, np.float32, scale=float(np.abs(dy).max()))
+    check_float32_matches_float64(relu_forward, relu_backward, x, dy, xp)
 
 
 @pytest.mark.torch

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import conv_geometries
 
 from refdlrt.activation import relu_backward, relu_forward
 from refdlrt.backend import to_numpy
@@ -47,29 +48,15 @@ def same(a, b):
 
 @st.composite
 def conv_cases(draw):
-    k = draw(st.integers(1, 3))
-    s, p, d = draw(st.integers(1, 2)), draw(st.integers(0, 2)), draw(st.integers(1, 2))
-    size = max(1, d * (k - 1) + 1 - 2 * p) + draw(st.integers(0, 3))
-    return {
-        "N": draw(st.integers(1, 3)),
-        "c_in": draw(st.integers(1, 3)),
-        "c_out": draw(st.integers(1, 3)),
-        "k": k,
-        "stride": s,
-        "padding": p,
-        "dilation": d,
-        "size": size,
-        "bias": draw(st.booleans()),
-        "seed": draw(st.integers(0, 2**32 - 1)),
-    }
+    return {**draw(conv_geometries()), "bias": draw(st.booleans()), "seed": draw(st.integers(0, 2**32 - 1))}
 
 
 @given(case=conv_cases())
 def test_conv2d_layer_is_the_pure_pair(xp, case):
     rng = np.random.default_rng(case["seed"])
-    w = xp.asarray(rng.standard_normal((case["c_out"], case["c_in"], case["k"], case["k"])))
+    w = xp.asarray(rng.standard_normal((case["c_out"], case["c_in"], *case["k"])))
     b = xp.asarray(rng.standard_normal(case["c_out"])) if case["bias"] else None
-    x = xp.asarray(rng.standard_normal((case["N"], case["c_in"], case["size"], case["size"])))
+    x = xp.asarray(rng.standard_normal((case["N"], case["c_in"], *case["hw"])))
     geo = {"stride": case["stride"], "padding": case["padding"], "dilation": case["dilation"]}
     layer = Conv2d(w, b, **geo)
     y = layer.forward(x, training=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import compatible
+from strategies import compatible, conv_geometries
 
 import refdlrt.lowrank_projectors as lp
 from refdlrt.backend import to_numpy
@@ -30,28 +30,6 @@ from refdlrt.tucker import Tucker
 
 
 # ---------------------------------------------------------------------------- cases
-
-
-@st.composite
-def conv_geometries(draw):
-    """N, C_in, C_out, kernel, stride, padding, dilation and an input size that fits."""
-    k = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    s = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    p = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
-    d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    hw = tuple(
-        max(1, dd * (kk - 1) + 1 - 2 * pp) + draw(st.integers(0, 3)) for kk, pp, dd in zip(k, p, d)
-    )
-    return {
-        "N": draw(st.integers(1, 2)),
-        "c_in": draw(st.integers(1, 4)),
-        "c_out": draw(st.integers(1, 4)),
-        "k": k,
-        "stride": s,
-        "padding": p,
-        "dilation": d,
-        "hw": hw,
-    }
 
 
 @st.composite

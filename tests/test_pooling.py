@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import ForeignArray
+from helpers import ForeignArray, check_float32_matches_float64
 from refdlrt.backend import to_numpy
 from refdlrt.gradcheck import adjoint_test
 from refdlrt.pooling import (
@@ -156,13 +156,7 @@ def test_pool_matches_torch(xp, torch, kind, ties, case):
 def test_pool_float32_agrees_with_float64(xp, kind, case):
     forward, backward = POOLS[kind]
     x, dy = pool_data(case)
-    y64, c64 = forward(xp.asarray(x), **case[1])
-    y32, c32 = forward(xp.asarray(x.astype(np.float32)), **case[1])
-    dx64 = backward(xp.asarray(dy), c64)
-    dx32 = backward(xp.asarray(dy.astype(np.float32)), c32)
-    assert y32.dtype == np.float32 and dx32.dtype == np.float32
-    assert_close(y32, y64, np.float32, scale=float(np.abs(x).max()))
-    assert_close(dx32, dx64, np.float32, scale=float(np.abs(dy).max()))
+    check_float32_matches_float64(forward, backward, x, dy, xp, **case[1])
 
 
 @pytest.mark.torch
