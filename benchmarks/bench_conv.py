@@ -43,7 +43,7 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np
 import torch
 
-from refdlrt.conv import conv2d_backward, conv2d_forward
+from refdlrt.ops.conv import conv2d_backward, conv2d_forward
 
 # name, N, C_in, C_out, H (= W), k, padding
 CASES = [

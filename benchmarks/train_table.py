@@ -15,8 +15,8 @@ import argparse
 import json
 import time
 
-from refdlrt.datasets import load_embedded_mnist
-from refdlrt.train import TrainConfig, Trainer, TrainingDiverged
+from refdlrt.training.datasets import load_embedded_mnist
+from refdlrt.training.trainer import TrainConfig, Trainer, TrainingDiverged
 
 
 def run(ds, **kw) -> dict:

@@ -8,16 +8,21 @@ import numpy as np
 from .backend import get_xp
 
 
+def is_int(v) -> bool:
+    """True for a Python or NumPy integer (bool excluded: ``True`` is not a size)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
 def pair(v, name: str) -> tuple[int, int]:
     """Normalise an int or a pair of ints to a pair of Python ints."""
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+    if is_int(v):
         return int(v), int(v)
     try:
         a, b = v
     except (TypeError, ValueError):
         raise TypeError(f"{name}: expected an int or a pair of ints, got {v!r}") from None
     for e in (a, b):
-        if not isinstance(e, (int, np.integer)) or isinstance(e, bool):
+        if not is_int(e):
             raise TypeError(f"{name}: expected an int or a pair of ints, got {v!r}")
     return int(a), int(b)
 

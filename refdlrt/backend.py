@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["get_xp", "to_numpy", "gpu_available", "is_cupy_array", "namespace"]
+__all__ = ["get_xp", "to_numpy", "gpu_available", "is_cupy_array", "namespace", "fro"]
 
 
 def is_cupy_array(a) -> bool:
@@ -43,6 +43,12 @@ def get_xp(*arrays):
 
         return cupy
     return np
+
+
+def fro(a) -> float:
+    """||a||_F, the Frobenius norm of an array of any shape and backend, as a Python float."""
+    xp = get_xp(a)
+    return float(xp.linalg.norm(a.reshape(-1)))
 
 
 def to_numpy(a):

@@ -29,9 +29,9 @@ def _parse_ranks(items, option="--ranks"):
 
 
 def _cmd_train(args) -> int:
-    from .datasets import load_dataset
-    from .report import format_summary, write_run
-    from .train import TrainConfig, Trainer, TrainingDiverged
+    from .training.datasets import load_dataset
+    from .training.report import format_summary, write_run
+    from .training.trainer import TrainConfig, Trainer, TrainingDiverged
 
     if args.resume:  # the checkpoint's data unless --data says otherwise
         spec = args.data or Trainer.read_meta(args.resume)["config"]["data"]
@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch", type=int, default=4, help="number of MNIST images (default 4)")
     demo.set_defaults(func=_cmd_demo)
 
-    from .models import METHODS, MODELS
-    from .train import TrainConfig
+    from .nn.models import METHODS, MODELS
+    from .training.trainer import TrainConfig
 
     d = TrainConfig()
     tr = sub.add_parser("train", help="train a network (dense or low-rank) and write a run folder",

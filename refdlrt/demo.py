@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .conv import conv2d_backward, conv2d_forward, conv2d_naive
-from .datasets import load_embedded_mnist
 from .gradcheck import adjoint_test
+from .ops.conv import conv2d_backward, conv2d_forward
+from .ops.conv_naive import conv2d_naive
 from .tolerances import tolerance
+from .training.datasets import load_embedded_mnist
 
 
 def run_demo(seed: int = 0, batch: int = 4) -> int:

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .backend import get_xp, to_numpy
+from .backend import fro, get_xp, to_numpy
 from .tolerances import tolerance
 
 __all__ = ["AdjointResult", "adjoint_test", "linear_adjoint_check"]
@@ -40,10 +40,6 @@ class AdjointResult:
 
 def _vdot(a, b) -> float:
     return float(to_numpy((a * b).sum()))
-
-
-def _norm(a) -> float:
-    return float(to_numpy((a * a).sum())) ** 0.5
 
 
 def _as_tuple(g):
@@ -117,7 +113,7 @@ def adjoint_test(
         lhs, rhs = _vdot(jt, c), _vdot(t, grads[k])
         # Cauchy-Schwarz scale: |<Jt, c>| <= ||Jt|| ||c||, so rounding in the difference
         # quotient is measured against the size of the terms, not against a lucky small lhs.
-        scale = max(_norm(jt) * _norm(c), _norm(t) * _norm(grads[k]), 1e-300)
+        scale = max(fro(jt) * fro(c), fro(t) * fro(grads[k]), 1e-300)
         rel = abs(lhs - rhs) / scale
         results.append(AdjointResult(wrt=k, lhs=lhs, rhs=rhs, rel_error=rel, rtol=rtol))
     return results
@@ -146,6 +142,6 @@ def linear_adjoint_check(
     if tuple(ATy.shape) != tuple(x_shape):
         raise ValueError(f"adjoint output: expected shape {tuple(x_shape)}, got {tuple(ATy.shape)}")
     lhs, rhs = _vdot(Ax, y), _vdot(x, ATy)
-    scale = max(_norm(Ax) * _norm(y), _norm(x) * _norm(ATy), 1e-300)
+    scale = max(fro(Ax) * fro(y), fro(x) * fro(ATy), 1e-300)
     rel = abs(lhs - rhs) / scale
     return AdjointResult(wrt=0, lhs=lhs, rhs=rhs, rel_error=rel, rtol=rtol)

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import ForeignArray, check_float32_matches_float64
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import ForeignArray, check_float32_matches_float64
-from refdlrt.activation import relu_backward, relu_forward
 from refdlrt.backend import to_numpy
 from refdlrt.gradcheck import adjoint_test
-
-
-
+from refdlrt.ops.activation import relu_backward, relu_forward
 
 
 @st.composite

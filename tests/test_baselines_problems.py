@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import tucker_configs
 
 from refdlrt.backend import to_numpy
-from refdlrt.baselines import naive_factor_step
-from refdlrt.linalg import orthonormality_error
-from refdlrt.problems import LinearProblem, TargetProblem, random_quadratic, random_tucker
+from refdlrt.dlrt.baselines import naive_factor_step
+from refdlrt.dlrt.problems import LinearProblem, TargetProblem, random_quadratic, random_tucker
+from refdlrt.tensor.linalg import orthonormality_error
+from refdlrt.tensor.tucker import tucker_to_tensor
 from refdlrt.tolerances import tolerance
-from refdlrt.tucker import tucker_to_tensor
-from strategies import tucker_configs
 
 TOL = tolerance(np.float64)
 

@@ -11,17 +11,14 @@ import math
 
 import numpy as np
 import pytest
+from helpers import ForeignArray
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import ForeignArray
 from refdlrt.backend import to_numpy
-from refdlrt.batchnorm import batchnorm2d_backward, batchnorm2d_forward
 from refdlrt.gradcheck import adjoint_test
+from refdlrt.ops.batchnorm import batchnorm2d_backward, batchnorm2d_forward
 from refdlrt.tolerances import assert_close
-
-
-
 
 
 @st.composite

@@ -1,4 +1,4 @@
-"""Tests of conv2d forward/backward (refdlrt.conv).
+"""Tests of conv2d forward/backward (refdlrt.ops.conv).
 
 Oracles: the loop specs conv2d_naive / conv2d_naive_backward, an independent forward built
 here on scipy.signal.correlate, the adjoint test in float64 (for x, w and b), PyTorch CPU
@@ -16,22 +16,20 @@ from unittest import mock
 import numpy as np
 import pytest
 import scipy.signal
+from helpers import ForeignArray
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from helpers import ForeignArray
-from refdlrt import conv
 from refdlrt.backend import gpu_available, to_numpy
-from refdlrt.conv import (
+from refdlrt.gradcheck import adjoint_test
+from refdlrt.ops import conv
+from refdlrt.ops.conv import (
     conv2d_backward,
     conv2d_forward,
-    conv2d_naive,
-    conv2d_naive_backward,
     conv_output_size,
 )
-from refdlrt.gradcheck import adjoint_test
+from refdlrt.ops.conv_naive import conv2d_naive, conv2d_naive_backward
 from refdlrt.tolerances import assert_close
-
 
 DX_ROUTES = {"col2im": conv._dx_by_col2im, "transposed": conv._dx_by_transposed_conv}
 
@@ -489,7 +487,7 @@ def test_rejects_mixed_numpy_and_real_cupy():
 @given(data=st.data())
 def test_weight_grad_alone_equals_the_backward_dw(xp, data):
     """conv2d_weight_grad is the dw of conv2d_backward, computed without dx."""
-    from refdlrt.conv import conv2d_weight_grad
+    from refdlrt.ops.conv import conv2d_weight_grad
 
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     kh, kw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
@@ -506,7 +504,7 @@ def test_weight_grad_alone_equals_the_backward_dw(xp, data):
 
 
 def test_weight_grad_rejects_bad_shapes():
-    from refdlrt.conv import conv2d_weight_grad
+    from refdlrt.ops.conv import conv2d_weight_grad
 
     x, dy = np.zeros((2, 3, 7, 7)), np.zeros((2, 4, 5, 5))
     with pytest.raises(ValueError, match="dy: expected a 4-d array"):

@@ -1,4 +1,4 @@
-"""Tests for refdlrt.datasets: the embedded MNIST split, IDX and CIFAR-10 readers built on small
+"""Tests for refdlrt.training.datasets: the embedded MNIST split, IDX and CIFAR-10 readers built on small
 files written here, the dispatcher, standardisation, and minibatch iteration."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from refdlrt.datasets import (
+from refdlrt.tolerances import assert_close
+from refdlrt.training.datasets import (
     FASHION_MNIST_DEBIAN_DIR,
     Dataset,
     embedded_mnist_split,
@@ -28,7 +29,6 @@ from refdlrt.datasets import (
     read_idx,
     standardize,
 )
-from refdlrt.tolerances import assert_close
 
 # From refdlrt/_embedded/mnist/README.md.
 README_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

@@ -13,10 +13,11 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from refdlrt import conv
 from refdlrt.backend import to_numpy
-from refdlrt.conv import conv2d_backward, conv2d_forward, conv2d_naive, conv2d_naive_backward
 from refdlrt.gradcheck import adjoint_test, linear_adjoint_check
+from refdlrt.ops import conv
+from refdlrt.ops.conv import conv2d_backward, conv2d_forward
+from refdlrt.ops.conv_naive import conv2d_naive, conv2d_naive_backward
 from refdlrt.tolerances import assert_close
 
 # (x shape, w shape, stride, padding, dilation); C_in == C_out so the channel axes can be swapped,

@@ -16,10 +16,10 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from refdlrt.backend import get_xp, to_numpy
-from refdlrt.hosvd import HOSVDInfo, hosvd, tail_norms, truncation_rank
-from refdlrt.linalg import orthonormality_error
+from refdlrt.tensor.hosvd import HOSVDInfo, hosvd, tail_norms, truncation_rank
+from refdlrt.tensor.linalg import orthonormality_error
+from refdlrt.tensor.tucker import Tucker
 from refdlrt.tolerances import assert_close, tolerance
-from refdlrt.tucker import Tucker
 
 F64 = np.float64
 TOL = tolerance(F64)

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import tucker_configs
 
 from refdlrt.backend import to_numpy
-from refdlrt.integrator import augment, k_step, tdlrt_step
-from refdlrt.problems import LinearProblem, TargetProblem, random_quadratic, random_tucker
-from refdlrt.projector import DenseGradient
+from refdlrt.dlrt.integrator import augment, k_step, tdlrt_step
+from refdlrt.dlrt.problems import LinearProblem, TargetProblem, random_quadratic, random_tucker
+from refdlrt.dlrt.projector import DenseGradient
+from refdlrt.tensor.tucker import Tucker
 from refdlrt.tolerances import tolerance
-from refdlrt.tucker import Tucker
-from strategies import tucker_configs
 
 TOL = tolerance(np.float64)
 
@@ -339,8 +339,8 @@ def test_rank_deficient_augmentation_gives_basis_of_exactly_the_range(xp):
 
 def test_k_step_gradient_matches_finite_differences():
     """grad_{K_i} L from k_step equals the derivative of K -> L(Ten_i(K Q^T) x_{j≠i} U_j)."""
-    from refdlrt.linalg import qr_signfixed
-    from refdlrt.tucker import fold, unfold
+    from refdlrt.tensor.linalg import qr_signfixed
+    from refdlrt.tensor.tucker import fold, unfold
 
     rng = np.random.default_rng(5)
     Y = random_tucker((4, 5, 3), (2, 3, 2), rng)

@@ -1,4 +1,4 @@
-"""Tests of the dense layer wrappers in refdlrt.layers.
+"""Tests of the dense layer wrappers in refdlrt.nn.layers.
 
 Each wrapper must give exactly what its pure forward/backward pair gives (same arrays, same
 numbers), keep ``params`` / ``grads`` / ``state`` consistent, and BatchNorm2d must track its
@@ -8,19 +8,14 @@ F.batch_norm, which updates running stats in place).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import conv_geometries
 
-from refdlrt.activation import relu_backward, relu_forward
 from refdlrt.backend import to_numpy
-from refdlrt.batchnorm import batchnorm2d_backward, batchnorm2d_forward
-from refdlrt.conv import conv2d_backward, conv2d_forward
-from refdlrt.layers import (
+from refdlrt.nn.layers import (
     AvgPool2d,
     BatchNorm2d,
     Conv2d,
@@ -28,17 +23,18 @@ from refdlrt.layers import (
     Linear,
     MaxPool2d,
     ReLU,
-    kaiming_normal,
 )
-from refdlrt.linear import flatten_backward, flatten_forward, linear_backward, linear_forward
-from refdlrt.pooling import (
+from refdlrt.ops.activation import relu_backward, relu_forward
+from refdlrt.ops.batchnorm import batchnorm2d_backward, batchnorm2d_forward
+from refdlrt.ops.conv import conv2d_backward, conv2d_forward
+from refdlrt.ops.linear import flatten_backward, flatten_forward, linear_backward, linear_forward
+from refdlrt.ops.pooling import (
     avgpool2d_backward,
     avgpool2d_forward,
     maxpool2d_backward,
     maxpool2d_forward,
 )
 from refdlrt.tolerances import assert_close
-
 
 
 def same(a, b):
@@ -212,19 +208,6 @@ def test_batchnorm_default_is_torch_initial_state():
     same(layer.state["running_mean"], np.zeros(4))
     same(layer.state["running_var"], np.ones(4))
     assert layer.momentum == 0.1 and layer.eps == 1e-5
-
-
-def test_random_constructors_are_reproducible_with_he_scale():
-    a = Conv2d.random(64, 16, 3, np.random.default_rng(1), padding=1)
-    b = Conv2d.random(64, 16, 3, np.random.default_rng(1), padding=1)
-    same(a.params["w"], b.params["w"])
-    same(a.params["b"], np.zeros(64))
-    # 9216 N(0, 2/144) draws: the sample std is within 5 % of sqrt(2/144) with overwhelming odds
-    assert np.std(a.params["w"]) == pytest.approx(math.sqrt(2 / 144), rel=0.05)
-    lin = Linear.random(5, 200, np.random.default_rng(2), bias=False, dtype=np.float32)
-    assert lin.params["w"].dtype == np.float32 and "b" not in lin.params
-    with pytest.raises(TypeError, match="Generator"):
-        kaiming_normal((2, 2), 2, 0)
 
 
 def test_bad_construction_and_call_order_raise(rng):

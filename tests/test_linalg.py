@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from refdlrt.backend import get_xp, to_numpy
-from refdlrt.linalg import max_orthonormality_error, orth, orthonormality_error, qr_signfixed
+from refdlrt.tensor.linalg import max_orthonormality_error, orth, orthonormality_error, qr_signfixed
 from refdlrt.tolerances import tolerance
 
 F64 = np.float64

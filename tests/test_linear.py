@@ -10,17 +10,14 @@ import math
 
 import numpy as np
 import pytest
+from helpers import ForeignArray
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import ForeignArray
 from refdlrt.backend import to_numpy
 from refdlrt.gradcheck import adjoint_test, linear_adjoint_check
-from refdlrt.linear import flatten_backward, flatten_forward, linear_backward, linear_forward
+from refdlrt.ops.linear import flatten_backward, flatten_forward, linear_backward, linear_forward
 from refdlrt.tolerances import assert_close
-
-
-
 
 
 @st.composite

@@ -11,17 +11,14 @@ import math
 
 import numpy as np
 import pytest
+from helpers import ForeignArray
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import ForeignArray
 from refdlrt.backend import to_numpy
 from refdlrt.gradcheck import adjoint_test
-from refdlrt.loss import softmax_cross_entropy, softmax_cross_entropy_backward
+from refdlrt.ops.loss import softmax_cross_entropy, softmax_cross_entropy_backward
 from refdlrt.tolerances import assert_close
-
-
-
 
 
 @st.composite

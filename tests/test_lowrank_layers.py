@@ -16,18 +16,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import compatible, conv_geometries
 
-import refdlrt.lowrank_projectors as lp
+import refdlrt.nn.lowrank_projectors as lp
 from refdlrt.backend import to_numpy
-from refdlrt.conv import conv2d_backward, conv2d_forward
+from refdlrt.dlrt.integrator import tdlrt_step
+from refdlrt.dlrt.problems import random_tucker
+from refdlrt.dlrt.projector import DenseGradient
 from refdlrt.gradcheck import adjoint_test
-from refdlrt.integrator import tdlrt_step
-from refdlrt.linear import linear_backward, linear_forward
-from refdlrt.lowrank_layers import LowRankLinear, MatrixConv2d, TuckerConv2d
-from refdlrt.problems import random_tucker
-from refdlrt.projector import DenseGradient
+from refdlrt.nn.lowrank_layers import LowRankLinear, MatrixConv2d, TuckerConv2d
+from refdlrt.ops.conv import conv2d_backward, conv2d_forward
+from refdlrt.ops.linear import linear_backward, linear_forward
+from refdlrt.tensor.tucker import Tucker
 from refdlrt.tolerances import assert_close, tolerance
-from refdlrt.tucker import Tucker
-
 
 # ---------------------------------------------------------------------------- cases
 
@@ -396,29 +395,6 @@ def test_from_dense_truncates_to_ranks_with_orthonormal_factors(rng):
         assert np.linalg.norm(U.T @ U - np.eye(U.shape[1])) < ortho_tol
     # truncation lost something, but the HOSVD is a projection: it cannot add norm
     assert 0 < fro(layer.dense_weight()) < fro(w)
-
-
-@pytest.mark.parametrize(
-    "cls, args",
-    [
-        (TuckerConv2d, (6, 4, 3, (3, 2, 2, 2))),
-        (MatrixConv2d, (6, 4, (3, 2), (3, 5))),
-        (LowRankLinear, (7, 5, (2, 3))),
-    ],
-)
-def test_random_constructor_is_reproducible_and_has_the_ranks(cls, args):
-    a = cls.random(*args, np.random.default_rng(3))
-    b = cls.random(*args, np.random.default_rng(3))
-    c = cls.random(*args, np.random.default_rng(4))
-    assert a.weight.ranks == args[-1]
-    np.testing.assert_array_equal(a.dense_weight(), b.dense_weight())
-    assert not np.array_equal(a.dense_weight(), c.dense_weight())
-    np.testing.assert_array_equal(a.params["b"], np.zeros(args[0]))
-    fan_in = math.prod(a.dense_weight().shape[1:])
-    # a rank-r truncation of a He-normal weight has at most its norm, N(0, 2/fan_in) entries
-    assert fro(a.dense_weight()) <= 1.5 * math.sqrt(2.0 / fan_in * a.dense_weight().size)
-    with pytest.raises(TypeError, match="Generator"):
-        cls.random(*args, 3)
 
 
 # ---------------------------------------------------------------------------- validation

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import ForeignArray, check_float32_matches_float64
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import ForeignArray, check_float32_matches_float64
 from refdlrt.backend import to_numpy
 from refdlrt.gradcheck import adjoint_test
-from refdlrt.pooling import (
+from refdlrt.ops.pooling import (
     avgpool2d_backward,
     avgpool2d_forward,
     maxpool2d_backward,
     maxpool2d_forward,
 )
 from refdlrt.tolerances import assert_close
-
 
 POOLS = {
     "max": (maxpool2d_forward, maxpool2d_backward),

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from refdlrt.cli import main
-from refdlrt.datasets import Dataset, load_embedded_mnist
-from refdlrt.layers import Conv2d, Linear
-from refdlrt.lowrank_layers import LowRankLinear, MatrixConv2d, TuckerConv2d
-from refdlrt.models import build_model, init_ranks, lenet5, lowrank_plan, vgg_small
-from refdlrt.train import TrainConfig, Trainer, TrainingDiverged, learning_rate
+from refdlrt.nn.layers import Conv2d, Linear
+from refdlrt.nn.lowrank_layers import LowRankLinear, MatrixConv2d, TuckerConv2d
+from refdlrt.nn.models import build_model, init_ranks, lenet5, lowrank_plan, vgg_small
+from refdlrt.training.datasets import Dataset, load_embedded_mnist
+from refdlrt.training.trainer import TrainConfig, Trainer, TrainingDiverged, learning_rate
 
 
 @pytest.fixture(scope="module")

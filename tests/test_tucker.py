@@ -16,8 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from refdlrt.backend import get_xp, gpu_available, to_numpy
-from refdlrt.tolerances import assert_close
-from refdlrt.tucker import (
+from refdlrt.tensor.tucker import (
     Tucker,
     fold,
     mode_product,
@@ -25,6 +24,7 @@ from refdlrt.tucker import (
     tucker_to_tensor,
     unfold,
 )
+from refdlrt.tolerances import assert_close
 
 F64 = np.float64
 

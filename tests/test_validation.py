@@ -15,13 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import tucker_configs
 
-import refdlrt.integrator as integrator
+import refdlrt.dlrt.integrator as integrator
 from refdlrt.backend import get_xp, gpu_available, to_numpy
-from refdlrt.hosvd import HOSVDInfo, tail_norms, truncation_rank
-from refdlrt.linalg import orth
-from refdlrt.problems import random_quadratic, random_tucker
+from refdlrt.dlrt.problems import random_quadratic, random_tucker
+from refdlrt.tensor.hosvd import HOSVDInfo, tail_norms, truncation_rank
+from refdlrt.tensor.linalg import orth
+from refdlrt.tensor.tucker import Tucker, multi_mode_product, unfold
 from refdlrt.tolerances import tolerance
-from refdlrt.tucker import Tucker, multi_mode_product, unfold
 from refdlrt.validation import Check, ClaimResult, check_names, claim_names, run_claim
 from refdlrt.validation.command import main as validate_main
 

@@ -35,9 +35,9 @@ import math
 import numpy as np
 from scipy.optimize import nnls
 
-from ..integrator import tdlrt_step
-from ..problems import TargetProblem, random_tucker
-from ..tucker import multi_mode_product
+from ..dlrt.integrator import tdlrt_step
+from ..dlrt.problems import TargetProblem, random_tucker
+from ..tensor.tucker import multi_mode_product
 from . import Check, ClaimResult
 from ._common import fro, kronecker_sum_problem, loglog_slope, orthogonal, pyplot, save
 

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..activation import relu_backward, relu_forward
 from ..backend import to_numpy
-from ..datasets import load_embedded_mnist
-from ..integrator import tdlrt_step
-from ..linear import linear_backward, linear_forward
-from ..loss import softmax_cross_entropy, softmax_cross_entropy_backward
-from ..problems import random_quadratic, random_tucker
-from ..tucker import multi_mode_product
+from ..dlrt.integrator import tdlrt_step
+from ..dlrt.problems import random_quadratic, random_tucker
+from ..ops.activation import relu_backward, relu_forward
+from ..ops.linear import linear_backward, linear_forward
+from ..ops.loss import softmax_cross_entropy, softmax_cross_entropy_backward
+from ..tensor.tucker import multi_mode_product
+from ..training.datasets import load_embedded_mnist
 from . import Check, ClaimResult
 from ._common import TOL, fro, pyplot, save
 

@@ -16,9 +16,9 @@ import math
 
 import numpy as np
 
-from ..integrator import tdlrt_step
-from ..problems import LinearProblem
-from ..tucker import Tucker, multi_mode_product, unfold
+from ..dlrt.integrator import tdlrt_step
+from ..dlrt.problems import LinearProblem
+from ..tensor.tucker import Tucker, multi_mode_product, unfold
 from . import Check, ClaimResult
 from ._common import TOL, fro, pyplot, save
 

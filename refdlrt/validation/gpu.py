@@ -15,8 +15,8 @@ import os
 import numpy as np
 
 from ..backend import gpu_available, namespace
-from ..datasets import load_embedded_mnist
 from ..tolerances import tolerance
+from ..training.datasets import load_embedded_mnist
 from . import Check, ClaimResult
 
 NAME = "gpu"

@@ -16,9 +16,9 @@ import math
 
 import numpy as np
 
-from ..integrator import tdlrt_step
-from ..linalg import orthonormality_error
-from ..problems import TargetProblem, random_tucker
+from ..dlrt.integrator import tdlrt_step
+from ..dlrt.problems import TargetProblem, random_tucker
+from ..tensor.linalg import orthonormality_error
 from . import Check, ClaimResult
 from ._common import TOL, fro, pyplot, record, save
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import to_numpy
-from ..integrator import tdlrt_step
-from ..problems import TargetProblem, random_tucker
-from ..tucker import unfold
+from ..dlrt.integrator import tdlrt_step
+from ..dlrt.problems import TargetProblem, random_tucker
+from ..tensor.tucker import unfold
 from . import Check, ClaimResult
 from ._common import fro, pyplot, save
 

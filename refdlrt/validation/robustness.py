@@ -19,9 +19,9 @@ import math
 
 import numpy as np
 
-from ..baselines import naive_factor_step
-from ..integrator import tdlrt_step
-from ..tucker import Tucker
+from ..dlrt.baselines import naive_factor_step
+from ..dlrt.integrator import tdlrt_step
+from ..tensor.tucker import Tucker
 from . import Check, ClaimResult
 from ._common import fro, graded_core, kronecker_sum_problem, loglog_slope, orthogonal, pyplot, save
 

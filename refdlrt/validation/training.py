@@ -13,7 +13,7 @@ most 20 %; larger τ keeps fewer parameters. (Measured with seed 0: dense 97.4 %
 
 The matrix-DLRT and direct-Tucker baselines are trained alongside and plotted (accuracy against
 conv compression, mean ± standard deviation over seeds); they are reported, not checked. Runs
-use ``refdlrt.train.Trainer`` in float32 (the trainer's default dtype; these are statistics of
+use ``refdlrt.training.trainer.Trainer`` in float32 (the trainer's default dtype; these are statistics of
 training, not identities) with the settings of ``QUICK`` / ``FULL``, which start the low-rank
 layers at half rank (the thresholds were set with that start); they do not follow the defaults
 of ``refdlrt train``.
@@ -25,8 +25,8 @@ import math
 
 import numpy as np
 
-from ..datasets import load_embedded_mnist
-from ..train import TrainConfig, Trainer, TrainingDiverged
+from ..training.datasets import load_embedded_mnist
+from ..training.trainer import TrainConfig, Trainer, TrainingDiverged
 from . import Check, ClaimResult
 from ._common import pyplot, save
 

@@ -1,6 +1,6 @@
 """Claim 2: the HOSVD truncation of a TDLRT step stays within its a-priori bounds.
 
-Claim: the truncation of step 8-9 (``refdlrt.integrator.truncate``, the integrator's own
+Claim: the truncation of step 8-9 (``refdlrt.dlrt.integrator.truncate``, the integrator's own
 route) removes ||T - T_new||_F² <= Σ_i Σ_{j>r_i'} σ_{i,j}² <= d ϑ², ϑ = τ ||T||_F, picks for
 every mode the smallest rank with tail <= ϑ, and with τ = 0 removes only rounding-level mass.
 
@@ -18,10 +18,10 @@ import math
 
 import numpy as np
 
-from .. import integrator
 from ..backend import to_numpy
-from ..problems import random_quadratic, random_tucker
-from ..tucker import multi_mode_product, unfold
+from ..dlrt import integrator
+from ..dlrt.problems import random_quadratic, random_tucker
+from ..tensor.tucker import multi_mode_product, unfold
 from . import Check, ClaimResult
 from ._common import TOL, fro, orthogonal, pyplot, save
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .hosvd import hosvd
-from .integrator import compatible_ranks
-from .tucker import Tucker
+from ..tensor.hosvd import hosvd
+from ..tensor.ranks import init_ranks
+from ..tensor.tucker import Tucker
 
-__all__ = ["LayerSpec", "lenet5", "vgg_small", "MODELS", "lowrank_plan", "build_model", "init_ranks"]
+__all__ = ["LayerSpec", "lenet5", "vgg_small", "MODELS", "lowrank_plan", "build_model"]
 
 METHODS = ("dense", "tdlrt", "tdlrt-fixed", "matrix-dlrt", "tucker-direct")
 
@@ -95,13 +95,6 @@ def lowrank_plan(specs, method: str) -> dict:
     return plan
 
 
-def init_ranks(shape, fraction: float) -> tuple:
-    """Ranks ceil(fraction * n_i), at least 1, made compatible (r_i <= prod_{j != i} r_j)."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"init rank fraction: expected 0 < fraction <= 1, got {fraction}")
-    return compatible_ranks([max(1, math.ceil(fraction * n)) for n in shape])
-
-
 def _dense_init(shape, fan_in, rng, dtype, *, last=False):
     """He (kaiming) uniform init, bound sqrt(6 / fan_in), for layers followed by a ReLU; the
     last (logit) layer and all biases use PyTorch's default bound 1/sqrt(fan_in)."""
@@ -132,7 +125,7 @@ def build_model(specs, method: str, rng: np.random.Generator, *, init_rank=0.5, 
 
     Returns
     -------
-    list of layers (see ``refdlrt.layers`` and ``refdlrt.lowrank_layers``) and the plan.
+    list of layers (see ``refdlrt.nn.layers`` and ``refdlrt.nn.lowrank_layers``) and the plan.
     """
     from . import layers as L
     from . import lowrank_layers as LR

@@ -16,10 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
-from ._checks import check_float_array
-from .backend import get_xp
+from .._checks import check_float_array, is_int
+from ..backend import get_xp
 
 __all__ = [
     "Tucker",
@@ -33,7 +31,7 @@ __all__ = [
 
 def _check_mode(mode, ndim: int, shape) -> int:
     """Return ``mode`` as a Python int in [0, ndim); raise naming the mode and the shape."""
-    if not isinstance(mode, (int, np.integer)) or isinstance(mode, bool):
+    if not is_int(mode):
         raise TypeError(f"mode: expected an int, got {mode!r}")
     if not 0 <= mode < ndim:
         raise ValueError(

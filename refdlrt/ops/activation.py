@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ._checks import check_float_array
-from .backend import get_xp
+from .._checks import check_float_array
+from ..backend import get_xp
 
 __all__ = ["relu_backward", "relu_forward"]
 

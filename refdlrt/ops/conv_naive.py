@@ -1,10 +1,10 @@
 """Slow loop specifications of the 2-d convolution: the readable oracle the fast path in
-:mod:`refdlrt.conv` is tested against. Same arguments and conventions (NCHW, OIHW,
+:mod:`refdlrt.ops.conv` is tested against. Same arguments and conventions (NCHW, OIHW,
 cross-correlation like ``torch.nn.functional.conv2d``)."""
 
 from __future__ import annotations
 
-from .backend import get_xp
+from ..backend import get_xp
 from .conv import ConvGeometry, _check_dy, _geometry
 
 __all__ = ["conv2d_naive", "conv2d_naive_backward"]

@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import namespace, to_numpy
-from .baselines import naive_factor_gradients
+from ..backend import namespace, to_numpy
+from ..dlrt.baselines import naive_factor_gradients
+from ..dlrt.integrator import tdlrt_step
+from ..nn.models import METHODS, MODELS, build_model
+from ..ops.loss import softmax_cross_entropy, softmax_cross_entropy_backward
+from ..tensor.tucker import Tucker
 from .datasets import Dataset, iterate_minibatches, standardize
-from .integrator import tdlrt_step
-from .loss import softmax_cross_entropy, softmax_cross_entropy_backward
-from .models import METHODS, MODELS, build_model
-from .tucker import Tucker
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "learning_rate"]
 

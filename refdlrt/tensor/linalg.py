@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_float_array, check_ndim
-from .backend import get_xp
+from .._checks import check_float_array, check_ndim
+from ..backend import get_xp
 
 __all__ = ["max_orthonormality_error", "orth", "orthonormality_error", "qr_signfixed"]
 

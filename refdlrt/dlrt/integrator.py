@@ -3,7 +3,7 @@
 Each function is one step of ALGORITHM.md §2 (0-based modes in code; the paper counts
 from 1). Symbols: core C (r_0 x ... x r_{d-1}), bases U_i (n_i x r_i, orthonormal),
 learning rate lr = λ, tolerance tau = τ, gradient G = grad_W L(Y) given as a projector
-(see :mod:`refdlrt.projector`). d = 2 is matrix DLRT (W = U_0 C U_1^T).
+(see :mod:`refdlrt.dlrt.projector`). d = 2 is matrix DLRT (W = U_0 C U_1^T).
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from typing import Sequence
 
 import numpy as np
 
-from .backend import get_xp
-from .hosvd import hosvd
-from .linalg import max_orthonormality_error, orth, qr_signfixed
+from .._checks import is_int
+from ..backend import fro, get_xp
+from ..tensor.hosvd import hosvd
+from ..tensor.linalg import max_orthonormality_error, orth, qr_signfixed
+from ..tensor.ranks import compatible_ranks
+from ..tensor.tucker import Tucker, multi_mode_product, unfold
 from .projector import DenseGradient, MomentumGradient, as_projector
-from .tucker import Tucker, multi_mode_product, unfold
 
 __all__ = [
     "StepInfo",
@@ -83,11 +85,6 @@ class StepInfo:
     velocity: object = None
 
 
-def _fro(a) -> float:
-    xp = get_xp(a)
-    return float(xp.linalg.norm(a.ravel()))
-
-
 def _check_finite(a, what: str):
     xp = get_xp(a)
     if not bool(xp.isfinite(a).all()):
@@ -138,7 +135,7 @@ def augment(K, U, *, direction=None):
     Notes
     -----
     Û_i = orth([K_i | U_i]) (or orth([U_i | grad_K / ||grad_K||])): the left singular vectors
-    whose singular values exceed max(n_i, 2 r_i) · eps · σ_max (see :func:`refdlrt.linalg.orth`),
+    whose singular values exceed max(n_i, 2 r_i) · eps · σ_max (see :func:`refdlrt.tensor.linalg.orth`),
     so a rank-deficient matrix gives exactly its rank and never columns outside its range.
     Width r̂_i ≤ min(2 r_i, n_i). Then M̂_i = Û_i^T U_i  (r̂_i x r_i). Every direction of
     range(U_i) has singular value >= 1 in these matrices, so range(Û_i) ⊇ range(U_i) to rounding.
@@ -147,7 +144,7 @@ def augment(K, U, *, direction=None):
     if direction is None:
         B = xp.concatenate([K, U], axis=1)  # n_i x (k + r_i)
     else:
-        scale = _fro(direction)
+        scale = fro(direction)
         D = direction / scale if scale > 0 else direction
         B = xp.concatenate([U, D], axis=1)  # n_i x (r_i + k)
     U_hat = orth(B)  # n_i x r̂_i
@@ -197,32 +194,18 @@ def truncate(C_hat, U_hats: Sequence, tau: float, *, r_min, r_max):
     if ranks != P_tucker.ranks:
         Z, _ = hosvd(P_tucker.core, ranks=ranks)
         P_tucker = Tucker(Z.core, tuple(P @ Q for P, Q in zip(P_tucker.factors, Z.factors)))
-    eta = _fro(C_hat - P_tucker.to_tensor())
+    eta = fro(C_hat - P_tucker.to_tensor())
     Us = tuple(U_hat @ P for U_hat, P in zip(U_hats, P_tucker.factors))  # n_i x r_i'
     return Tucker(P_tucker.core, Us), info, eta
 
 
-def compatible_ranks(ranks) -> tuple:
-    """Largest ranks <= ``ranks`` with r_i <= Π_{j≠i} r_j for every mode (a core whose
-    unfoldings can have full row rank)."""
-    ranks = list(ranks)
-    changed = True
-    while changed:
-        changed = False
-        for i, r in enumerate(ranks):
-            other = math.prod(ranks[:i] + ranks[i + 1:])
-            if r > other:
-                ranks[i], changed = other, True
-    return tuple(ranks)
-
-
 def _rank_bounds(r_min, r_max, shape):
     d = len(shape)
-    if isinstance(r_min, bool) or not isinstance(r_min, (int, np.integer)) or r_min < 1:
+    if not is_int(r_min) or r_min < 1:
         raise ValueError(f"r_min: expected an int >= 1, got {r_min!r}")
     if r_max is None:
         r_max = list(shape)
-    elif isinstance(r_max, (int, np.integer)):
+    elif is_int(r_max):
         r_max = [int(r_max)] * d
     else:
         r_max = [int(r) for r in r_max]
@@ -357,7 +340,7 @@ def tdlrt_step(
     C_hat = lift(C, M_hats)  # r̂_0 x ... x r̂_{d-1}
     lift_error = None
     if diagnostics:
-        lift_error = _fro(multi_mode_product(C_hat, U_hats) - Y.to_tensor())
+        lift_error = fro(multi_mode_product(C_hat, U_hats) - Y.to_tensor())
     C_tilde, grad_C = s_step(C_hat, U_hats, G, lr)
     _check_finite(C_tilde, "the core after the S-step")
     ranks_aug = tuple(int(c.shape[1]) for c in U_hats)
@@ -377,9 +360,9 @@ def tdlrt_step(
 
     grad_norm = G.norm() if hasattr(G, "norm") else None
     if diagnostics and isinstance(G, DenseGradient):
-        normal = _fro(G.G - multi_mode_product(grad_C, U_hats))
+        normal = fro(G.G - multi_mode_product(grad_C, U_hats))
     elif grad_norm is not None:
-        normal = math.sqrt(max(grad_norm**2 - _fro(grad_C) ** 2, 0.0))
+        normal = math.sqrt(max(grad_norm**2 - fro(grad_C) ** 2, 0.0))
     else:
         normal = None
     info = StepInfo(
@@ -389,8 +372,8 @@ def tdlrt_step(
         theta=theta,
         truncation_error=eta,
         truncation_bound=bound,
-        grad_core_norm=_fro(grad_C),
-        grad_old_core_norm=_fro(G.project(list(Us))) if diagnostics else None,
+        grad_core_norm=fro(grad_C),
+        grad_old_core_norm=fro(G.project(list(Us))) if diagnostics else None,
         grad_norm=grad_norm,
         normal_grad_norm=normal,
         lift_error=lift_error,

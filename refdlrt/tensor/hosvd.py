@@ -14,26 +14,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import check_float_array
-from .backend import get_xp, to_numpy
+from .._checks import check_float_array, is_int
+from ..backend import fro, get_xp, to_numpy
 from .tucker import Tucker, multi_mode_product, unfold
 
 __all__ = ["HOSVDInfo", "hosvd", "tail_norms", "truncation_rank"]
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
 def _per_mode(value, d: int, name: str) -> tuple:
     """An int or a sequence of d ints -> tuple of d Python ints (TypeError/ValueError otherwise)."""
-    if _is_int(value):
+    if is_int(value):
         return (int(value),) * d
     try:
         vals = tuple(value)
     except TypeError:
         raise TypeError(f"{name}: expected an int or {d} ints (one per mode), got {value!r}") from None
-    if len(vals) != d or not all(_is_int(v) for v in vals):
+    if len(vals) != d or not all(is_int(v) for v in vals):
         raise ValueError(f"{name}: expected an int or {d} ints (one per mode), got {value!r}")
     return tuple(int(v) for v in vals)
 
@@ -86,12 +82,12 @@ def truncation_rank(sigma, theta, r_min: int = 1, r_max=None) -> int:
     theta = float(theta)
     if not theta >= 0.0:  # also rejects NaN
         raise ValueError(f"truncation_rank: expected theta >= 0, got {theta}")
-    if not _is_int(r_min) or r_min < 1:
+    if not is_int(r_min) or r_min < 1:
         raise ValueError(f"truncation_rank: expected an int r_min >= 1, got {r_min!r}")
     k = s.shape[0]
     if r_max is None:
         r_max = k
-    if not _is_int(r_max) or r_max < r_min:
+    if not is_int(r_max) or r_max < r_min:
         raise ValueError(
             f"truncation_rank: expected an int r_max >= r_min = {r_min}, got {r_max!r}"
         )
@@ -193,7 +189,7 @@ def hosvd(T, *, ranks=None, tau=None, r_min=1, r_max=None):
 
     Returns
     -------
-    tucker : :class:`~refdlrt.tucker.Tucker`
+    tucker : :class:`~refdlrt.tensor.tucker.Tucker`
         core shape (r_0, ..., r_{d-1}); factors P_i[:, :r_i], orthonormal columns.
     info : :class:`HOSVDInfo`
 
@@ -216,7 +212,7 @@ def hosvd(T, *, ranks=None, tau=None, r_min=1, r_max=None):
                              "with explicit ranks give neither")
         ranks = _check_ranks(ranks, shape)
     r_min, r_max = _check_bounds(r_min, r_max, shape)
-    norm = float(xp.linalg.norm(T.reshape(-1)))
+    norm = fro(T)
     theta = None if tau is None else _check_tau(tau) * norm
 
     bases, sigmas, chosen, tails = [], [], [], []

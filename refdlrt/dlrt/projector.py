@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-from .backend import get_xp
-from .tucker import multi_mode_product
+from ..backend import fro
+from ..tensor.tucker import multi_mode_product
 
 __all__ = ["GradientProjector", "DenseGradient", "MomentumGradient", "as_projector"]
 
@@ -48,8 +48,7 @@ class DenseGradient:
 
     def norm(self) -> float:
         """||G||_F."""
-        xp = get_xp(self.G)
-        return float(xp.linalg.norm(self.G.ravel()))
+        return fro(self.G)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ holds at least one real input element.
 
 from __future__ import annotations
 
-from ._checks import check_float_array, check_grad, check_ndim, pair
-from .backend import get_xp
+from .._checks import check_float_array, check_grad, check_ndim, pair
+from ..backend import get_xp
 
 __all__ = ["avgpool2d_backward", "avgpool2d_forward", "maxpool2d_backward", "maxpool2d_forward"]
 

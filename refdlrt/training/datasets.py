@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .._checks import is_int
+
 __all__ = ["Dataset", "standardize", "read_idx", "load_mnist_dir", "load_fashion_mnist",
            "load_embedded_mnist", "embedded_mnist_split", "load_cifar10_dir", "load_dataset",
            "iterate_minibatches", "FASHION_MNIST_DEBIAN_DIR"]
@@ -38,7 +40,7 @@ CIFAR10_SUBDIR = "cifar-10-batches-py"
 
 def _check_ints(**named):
     for nm, v in named.items():
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+        if not is_int(v):
             raise TypeError(f"{nm}: expected an int, got {v!r}")
 
 

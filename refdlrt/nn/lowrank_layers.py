@@ -1,11 +1,11 @@
 """Low-rank layers: Tucker convolution, matrix low-rank linear layer and convolution.
 
-Each layer stores its weight as a :class:`~refdlrt.tucker.Tucker` ``weight`` (orthonormal
+Each layer stores its weight as a :class:`~refdlrt.tensor.tucker.Tucker` ``weight`` (orthonormal
 factors, 0-based modes; the trainer assigns a new one after each integrator step) and only
 the bias in ``params``. After ``backward``, ``projector()`` returns an object whose
 ``project(mats) = G x_0 mats[0]^T ... x_{d-1} mats[d-1]^T`` (None: mode unprojected),
 G = dL/dW at W = weight.to_tensor(), computed from the cached layer input and output
-gradient through reduced contractions (see :mod:`refdlrt.lowrank_projectors`); the dense G
+gradient through reduced contractions (see :mod:`refdlrt.nn.lowrank_projectors`); the dense G
 is never formed on that route. ``dense_gradient()`` forms G (the readable oracle).
 ``dense_shape`` is the shape of the Tucker tensor (and of G); ``dense_weight()`` is the
 layer's kernel in the dense layer's layout (OIHW for convolutions, (out, in) for linear).
@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from ._checks import check_float_array, check_grad, check_ndim, pair
-from .conv import conv2d_backward, conv2d_forward
-from .hosvd import hosvd
-from .layers import kaiming_normal
+from .._checks import check_float_array, check_grad, check_ndim, pair
+from ..ops.conv import conv2d_backward, conv2d_forward
+from ..tensor.hosvd import hosvd
+from ..tensor.tucker import Tucker, multi_mode_product
 from .lowrank_projectors import (
     LowRankLinearProjector,
     MatrixConvProjector,
     TuckerConvProjector,
     channel_matmul,
 )
-from .tucker import Tucker, multi_mode_product
 
 __all__ = [
     "LowRankLinear",
@@ -160,29 +157,6 @@ class _LowRankLayer:
         return f"{self._name}(shape={self.dense_shape}, ranks={self.weight.ranks})"
 
 
-def _random_conv(
-    cls,
-    c_out,
-    c_in,
-    kernel_size,
-    ranks,
-    rng,
-    *,
-    bias=True,
-    stride=1,
-    padding=0,
-    dilation=1,
-    dtype=np.float64,
-    xp=np,
-):
-    """He-normal dense kernel (fan_in = C_in kh kw) from ``rng``, then ``cls.from_dense`` to
-    ``ranks`` (HOSVD for the Tucker conv, SVD for the matrix conv); b = 0."""
-    kh, kw = pair(kernel_size, "kernel_size")
-    w = xp.asarray(kaiming_normal((c_out, c_in, kh, kw), c_in * kh * kw, rng, dtype))
-    b = xp.zeros(c_out, dtype=dtype) if bias else None
-    return cls.from_dense(w, b, ranks, stride=stride, padding=padding, dilation=dilation)
-
-
 class TuckerConv2d(_LowRankLayer):
     """Convolution whose kernel (C_out, C_in, kh, kw) is a Tucker tensor C x_i U_i.
 
@@ -207,8 +181,6 @@ class TuckerConv2d(_LowRankLayer):
         check_ndim(w, 4, "TuckerConv2d.from_dense: w", "C_out, C_in, kh, kw")
         Y, _ = hosvd(w, ranks=ranks)
         return cls(Y, b, stride, padding, dilation)
-
-    random = classmethod(_random_conv)
 
     def dense_weight(self):
         """The kernel C x_0 U_0 x_1 U_1 x_2 U_2 x_3 U_3, (C_out, C_in, kh, kw)."""
@@ -256,12 +228,6 @@ class LowRankLinear(_LowRankLayer):
         check_ndim(w, 2, "LowRankLinear.from_dense: w", "out, in")
         Y, _ = hosvd(w, ranks=ranks)
         return cls(Y, b)
-
-    @classmethod
-    def random(cls, n_out, n_in, ranks, rng, *, bias=True, dtype=np.float64, xp=np):
-        """He-normal dense weight (fan_in = n_in) from ``rng``, truncated to ``ranks``; b = 0."""
-        w = xp.asarray(kaiming_normal((n_out, n_in), n_in, rng, dtype))
-        return cls.from_dense(w, xp.zeros(n_out, dtype=dtype) if bias else None, ranks)
 
     def dense_weight(self):
         """W = U_0 C U_1^T, (out, in)."""
@@ -327,8 +293,6 @@ class MatrixConv2d(_LowRankLayer):
         check_ndim(w, 4, "MatrixConv2d.from_dense: w", "C_out, C_in, kh, kw")
         Y, _ = hosvd(w.reshape(w.shape[0], -1), ranks=ranks)
         return cls(Y, b, tuple(w.shape[2:]), stride, padding, dilation)
-
-    random = classmethod(_random_conv)
 
     def dense_weight(self):
         """The conv kernel (C_out, C_in, kh, kw): U_0 C U_1^T reshaped.

@@ -32,15 +32,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._checks import check_float_array, check_grad, check_ndim, check_same_dtype, pair
-from .backend import get_xp
+from .._checks import check_float_array, check_grad, check_ndim, check_same_dtype, pair
+from ..backend import get_xp
 
 __all__ = [
     "conv2d_weight_grad",
     "conv2d_backward",
     "conv2d_forward",
-    "conv2d_naive",
-    "conv2d_naive_backward",
     "conv_output_size",
 ]
 
@@ -148,17 +146,6 @@ def _im2col_into(col, a, stride, dilation):
     )  # n, Ho, Wo, kh, kw, C (read-only use)
     col[...] = windows
     return col
-
-
-def _col2im_into(dxpad, dcol, g: ConvGeometry):
-    """dxpad (n, Hp, Wp, C) <- sum over taps of dcol (n, Ho, Wo, kh, kw, C): adjoint of im2col."""
-    kh, kw = g.kernel
-    dxpad[...] = 0
-    for i in range(kh):
-        for j in range(kw):
-            window = _tap(dxpad, i, j, g)
-            window += dcol[:, :, :, i, j, :]
-    return dxpad
 
 
 def _block_sample_bytes(g: ConvGeometry, itemsize: int) -> int:
@@ -364,6 +351,3 @@ def conv2d_weight_grad(x, dy, kernel_size, *, stride=1, padding=0, dilation=1):
     _check_dy(dy, g, x.dtype)
     return _backward(dy, x, w, g, need_dx=False)[1]
 
-
-# The loop specs live in their own module; re-exported here next to the fast path.
-from .conv_naive import conv2d_naive, conv2d_naive_backward  # noqa: E402

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import get_xp
-from .tucker import Tucker
+from ..backend import get_xp
+from ..tensor.tucker import Tucker, multi_mode_product
 
 __all__ = [
     "QuadraticProblem",
@@ -19,6 +19,8 @@ __all__ = [
     "LinearProblem",
     "random_quadratic",
     "random_tucker",
+    "KroneckerSumProblem",
+    "kronecker_sum_problem",
 ]
 
 
@@ -118,3 +120,47 @@ def random_tucker(shape, ranks, rng: np.random.Generator, *, xp=np, core_scale=1
         factors.append(xp.asarray(Q))
     core = xp.asarray(core_scale * rng.standard_normal(tuple(ranks)))
     return Tucker(core, tuple(factors))
+
+
+@dataclass(frozen=True)
+class KroneckerSumProblem:
+    """L(W) = ½ <W, Σ_i W x_i A_i> with symmetric A_i: a gradient flow that keeps the Tucker rank.
+
+    grad L(W) = Σ_i W x_i A_i; the exact gradient flow is W(t) = W(0) x_0 e^{-t A_0} ... x_{d-1}
+    e^{-t A_{d-1}} (the mode products commute), so a Tucker tensor of rank ρ stays of rank ρ:
+    the gradient is tangent to the manifold along the flow (ε = 0). L = Σ_i ||A_i||_2.
+    """
+
+    As: tuple
+    smoothness: float
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(int(A.shape[0]) for A in self.As)
+
+    def gradient(self, W):
+        d = len(self.As)
+        return sum(multi_mode_product(W, [A if j == i else None for j in range(d)])
+                   for i, A in enumerate(self.As))
+
+    def value(self, W) -> float:
+        return 0.5 * float((W * self.gradient(W)).sum())
+
+    def flow(self, W0, t: float):
+        """W(t) = W0 x_i exp(-t A_i), with exp from the eigendecomposition A_i = V Λ V^T."""
+        xp = get_xp(W0)
+        mats = []
+        for A in self.As:
+            lam, V = xp.linalg.eigh(A)
+            mats.append((V * xp.exp(-t * lam)[None, :]) @ V.T)
+        return multi_mode_product(W0, mats)
+
+
+def kronecker_sum_problem(shape, rng: np.random.Generator, *, L: float = 1.0, xp=np):
+    """Symmetric positive semi-definite A_i = B B^T scaled so that Σ_i ||A_i||_2 = L."""
+    As = []
+    for n in shape:
+        B = rng.standard_normal((n, n))
+        A = B @ B.T
+        As.append(A * (L / len(shape)) / np.linalg.norm(A, 2))
+    return KroneckerSumProblem(tuple(xp.asarray(A) for A in As), float(L))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_float_array, check_ndim
-from .backend import get_xp
+from .._checks import check_float_array, check_ndim
+from ..backend import get_xp
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_backward"]
 

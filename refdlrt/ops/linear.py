@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 
-from ._checks import check_float_array, check_grad, check_ndim, check_same_dtype
-from .backend import get_xp
+from .._checks import check_float_array, check_grad, check_ndim, check_same_dtype
+from ..backend import get_xp
 
 __all__ = ["flatten_backward", "flatten_forward", "linear_backward", "linear_forward"]
 

@@ -17,8 +17,8 @@ with the running statistics returned instead of updated in place:
 
 from __future__ import annotations
 
-from ._checks import check_float_array, check_ndim, check_same_dtype
-from .backend import get_xp
+from .._checks import check_float_array, check_ndim, check_same_dtype
+from ..backend import get_xp
 
 __all__ = ["batchnorm2d_backward", "batchnorm2d_forward"]
 

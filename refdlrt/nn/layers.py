@@ -8,22 +8,25 @@ Every layer follows one informal protocol (the contract with the training loop):
 * ``forward(x, *, training) -> y`` caches what ``backward`` needs on the layer;
 * ``backward(dy) -> dx``.
 
-The maths lives in :mod:`refdlrt.conv`, :mod:`refdlrt.linear`, :mod:`refdlrt.activation`,
-:mod:`refdlrt.pooling` and :mod:`refdlrt.batchnorm`; these classes only hold arrays.
+The maths lives in :mod:`refdlrt.ops.conv`, :mod:`refdlrt.ops.linear`, :mod:`refdlrt.ops.activation`,
+:mod:`refdlrt.ops.pooling` and :mod:`refdlrt.ops.batchnorm`; these classes only hold arrays.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from ._checks import check_float_array, check_ndim, pair
-from .activation import relu_backward, relu_forward
-from .batchnorm import batchnorm2d_backward, batchnorm2d_forward
-from .conv import conv2d_backward, conv2d_forward
-from .linear import flatten_backward, flatten_forward, linear_backward, linear_forward
-from .pooling import avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward
+from .._checks import check_float_array, check_ndim, pair
+from ..ops.activation import relu_backward, relu_forward
+from ..ops.batchnorm import batchnorm2d_backward, batchnorm2d_forward
+from ..ops.conv import conv2d_backward, conv2d_forward
+from ..ops.linear import flatten_backward, flatten_forward, linear_backward, linear_forward
+from ..ops.pooling import (
+    avgpool2d_backward,
+    avgpool2d_forward,
+    maxpool2d_backward,
+    maxpool2d_forward,
+)
 
 __all__ = [
     "AvgPool2d",
@@ -34,15 +37,7 @@ __all__ = [
     "Linear",
     "MaxPool2d",
     "ReLU",
-    "kaiming_normal",
 ]
-
-
-def kaiming_normal(shape, fan_in: int, rng: np.random.Generator, dtype=np.float64):
-    """He-normal initial weight: entries N(0, 2 / fan_in), drawn from ``rng`` (NumPy array)."""
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
-    return (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(dtype)
 
 
 class Layer:
@@ -67,7 +62,7 @@ class Conv2d(Layer):
 
     Notes
     -----
-    y = conv2d(x, w) + b with the given stride, padding and dilation (:mod:`refdlrt.conv`).
+    y = conv2d(x, w) + b with the given stride, padding and dilation (:mod:`refdlrt.ops.conv`).
     """
 
     def __init__(self, w, b=None, stride=1, padding=0, dilation=1):
@@ -83,27 +78,6 @@ class Conv2d(Layer):
         self.params["w"] = w
         if b is not None:
             self.params["b"] = b
-
-    @classmethod
-    def random(
-        cls,
-        c_out,
-        c_in,
-        kernel_size,
-        rng,
-        *,
-        bias=True,
-        stride=1,
-        padding=0,
-        dilation=1,
-        dtype=np.float64,
-        xp=np,
-    ):
-        """He-normal weight (fan_in = C_in kh kw) and zero bias, drawn from ``rng``."""
-        kh, kw = pair(kernel_size, "kernel_size")
-        w = kaiming_normal((c_out, c_in, kh, kw), c_in * kh * kw, rng, dtype)
-        b = xp.zeros(c_out, dtype=dtype) if bias else None
-        return cls(xp.asarray(w), b, stride, padding, dilation)
 
     def forward(self, x, *, training: bool = True):
         y, self._cache = conv2d_forward(
@@ -139,13 +113,6 @@ class Linear(Layer):
         if b is not None:
             self.params["b"] = b
 
-    @classmethod
-    def random(cls, n_out, n_in, rng, *, bias=True, dtype=np.float64, xp=np):
-        """He-normal weight (fan_in = n_in) and zero bias, drawn from ``rng``."""
-        w = kaiming_normal((n_out, n_in), n_in, rng, dtype)
-        b = xp.zeros(n_out, dtype=dtype) if bias else None
-        return cls(xp.asarray(w), b)
-
     def forward(self, x, *, training: bool = True):
         y, self._cache = linear_forward(x, self.params["w"], self.params.get("b"))
         return y
@@ -165,7 +132,7 @@ class BatchNorm2d(Layer):
     -----
     Training: normalise with batch statistics and replace ``state["running_mean"]`` /
     ``state["running_var"]`` by (1 - momentum) old + momentum batch (unbiased variance),
-    as :func:`refdlrt.batchnorm.batchnorm2d_forward` returns them. Eval: use the running
+    as :func:`refdlrt.ops.batchnorm.batchnorm2d_forward` returns them. Eval: use the running
     statistics; the state is unchanged.
     """
 

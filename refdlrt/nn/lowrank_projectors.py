@@ -17,9 +17,9 @@ its last few reduced gradients. ``dense()`` forms G (the readable oracle route).
 
 from __future__ import annotations
 
-from .backend import get_xp
-from .conv import conv2d_forward, conv2d_weight_grad
-from .tucker import multi_mode_product
+from ..backend import get_xp
+from ..ops.conv import conv2d_forward, conv2d_weight_grad
+from ..tensor.tucker import multi_mode_product
 
 __all__ = [
     "LowRankLinearProjector",

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .linalg import qr_signfixed
+from ..tensor.linalg import qr_signfixed
+from ..tensor.tucker import Tucker, mode_product, unfold
 from .projector import as_projector
-from .tucker import Tucker, mode_product, unfold
 
 __all__ = ["naive_factor_step", "naive_factor_gradients"]
 

@@ -1,0 +1,34 @@
+"""Rank rules of a Tucker tensor that do not depend on its entries."""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["compatible_ranks", "init_ranks"]
+
+
+def compatible_ranks(ranks) -> tuple:
+    """Largest ranks <= ``ranks`` with r_i <= Π_{j≠i} r_j for every mode.
+
+    Notes
+    -----
+    Mat_i(C) of a core C (r_0 x ... x r_{d-1}) is r_i x Π_{j≠i} r_j, so it has at most
+    Π_{j≠i} r_j non-zero singular values: a rank beyond that carries no mass, and cutting it
+    removes nothing (ALGORITHM.md §2, step 4).
+    """
+    ranks = list(ranks)
+    changed = True
+    while changed:
+        changed = False
+        for i, r in enumerate(ranks):
+            other = math.prod(ranks[:i] + ranks[i + 1:])
+            if r > other:
+                ranks[i], changed = other, True
+    return tuple(ranks)
+
+
+def init_ranks(shape, fraction: float) -> tuple:
+    """Ranks ceil(fraction * n_i), at least 1, made compatible (r_i <= Π_{j≠i} r_j)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"init rank fraction: expected 0 < fraction <= 1, got {fraction}")
+    return compatible_ranks([max(1, math.ceil(fraction * n)) for n in shape])
