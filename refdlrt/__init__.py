@@ -32,6 +32,7 @@ from .dlrt.integrator import (
     truncate,
 )
 from .dlrt.projector import DenseGradient
+from .dlrt.reference import tdlrt_step_reference
 from .gradcheck import adjoint_test
 from .nn.lowrank_layers import LowRankLinear, MatrixConv2d, TuckerConv2d
 from .nn.models import build_model, lenet5, vgg_small
@@ -57,7 +58,7 @@ __all__ = [
     "unfold", "fold", "mode_product", "multi_mode_product", "Tucker", "orth", "hosvd",
     "HOSVDInfo", "compatible_ranks",
     # one TDLRT step (§2)
-    "tdlrt_step", "StepInfo", "k_gradient", "k_step", "augment", "lift",
+    "tdlrt_step", "tdlrt_step_reference", "StepInfo", "k_gradient", "k_step", "augment", "lift",
     "s_step", "truncate", "DenseGradient",
     # layers, models, training
     "TuckerConv2d", "LowRankLinear", "MatrixConv2d", "lenet5", "vgg_small", "build_model",

@@ -349,7 +349,9 @@ def test_k_step_gradient_matches_finite_differences():
     i, lr = 1, 1.0
     Q, R = qr_signfixed(unfold(Y.core, i).T)
     K0 = Y.factors[i] @ R.T
-    gK = (K0 - k_step(Y.core, Y.factors, i, G, lr)) / lr
+    K1, gK_returned = k_step(Y.core, Y.factors, i, G, lr)
+    gK = (K0 - K1) / lr
+    np.testing.assert_allclose(gK, gK_returned, rtol=1e-12, atol=1e-14)  # rounding of K0 - λ gK
 
     def loss_of_K(K):
         core_like = fold(Q.T, i, (Y.ranks[0], K.shape[1], Y.ranks[2]))  # Ten_i(Q^T)
@@ -448,8 +450,13 @@ def test_momentum_step_is_the_step_along_g_plus_mu_v(xp):
     Y1, info = tdlrt_step(Y, G, lr, tau, momentum=mu, velocity=v)
     V = expand_all(to_numpy(v), [to_numpy(U) for U in Y.factors])
     G_eff = xp.asarray(to_numpy(G) + mu * V)
-    Y2, _ = tdlrt_step(Y, G_eff, lr, tau)
+    Y2, info2 = tdlrt_step(Y, G_eff, lr, tau)
     np.testing.assert_allclose(dense(Y1), dense(Y2), rtol=1e-9, atol=1e-10)  # two routes, rounding
+    # the diagnostics are those of the direction G + μV (its norm computed without forming V)
+    assert info.grad_norm == pytest.approx(fro(G_eff), rel=1e-12)
+    for name in ("grad_core_norm", "grad_old_core_norm", "normal_grad_norm"):
+        # normal_grad_norm: direct route vs (||D||² - ||grad_Ĉ||²)^{1/2}, ~1e-8 relative
+        assert getattr(info, name) == pytest.approx(getattr(info2, name), rel=1e-6), name
     assert info.velocity.shape == Y1.ranks
     # new velocity = P'(P̂ G_eff); P̂ from the untruncated step, P' from the new bases
     Y0, _ = tdlrt_step(Y, G_eff, lr, 0.0)

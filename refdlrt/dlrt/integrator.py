@@ -27,7 +27,8 @@ __all__ = [
     "tdlrt_step",
     "k_step",
     "k_gradient",
-    "compatible_ranks",
+    "basis_update",
+    "transport_velocity",
     "augment",
     "lift",
     "s_step",
@@ -51,15 +52,17 @@ class StepInfo:
     truncation_bound : float
         The HOSVD a-priori bound (Σ_i Σ_{j>r_i'} σ_{i,j}²)^{1/2} ≥ η.
     grad_core_norm : float
-        ||grad_Ĉ L||_F = ||G x_i Û_i^T||_F.
+        ||grad_Ĉ L||_F = ||D x_i Û_i^T||_F, D the step direction: G, or G + μV with momentum.
     grad_old_core_norm : float or None
-        ||G x_i U_i^T||_F with the old bases (None when ``diagnostics=False``).
+        ||D x_i U_i^T||_F with the old bases (None when ``diagnostics=False``).
     grad_norm : float or None
-        ||G||_F when the gradient can tell it (dense gradients, projectors with ``norm()``).
+        ||D||_F when the gradient can tell it (dense gradients, projectors with ``norm()``,
+        and momentum on top of either); None otherwise.
     normal_grad_norm : float or None
-        ||(I - P̂)G||_F, the gradient outside the augmented space: computed directly as
-        ||G - (grad_Ĉ L) x_i Û_i|| for a dense gradient with ``diagnostics``, else as
-        (||G||² - ||grad_Ĉ L||²)^{1/2} when ||G|| is known (accurate only to ~1e-8 ||G||).
+        ||(I - P̂)D||_F, the direction outside the augmented space: computed directly as
+        ||G - (grad_Ĉ L) x_i Û_i|| for a dense gradient without momentum and with
+        ``diagnostics``, else as (||D||² - ||grad_Ĉ L||²)^{1/2} when ||D|| is known (accurate
+        only to ~1e-8 ||D||); None when ||D|| is not known.
     lift_error : float or None
         ||Ĉ x_i Û_i - Y||_F before the S-step (None when ``diagnostics=False``).
     orthonormality_error : float
@@ -112,12 +115,15 @@ def k_gradient(C, Us: Sequence, i: int, grad):
 
 
 def k_step(C, Us: Sequence, i: int, grad, lr: float):
-    """K-step of mode i: K_i <- K_i - λ grad_{K_i} L (see :func:`k_gradient`).
+    """K-step of mode i (ALGORITHM.md §2, steps 1-3): K_i <- K_i - λ grad_{K_i} L.
 
-    Returns K_i after the step (n_i x min(r_i, Π_{j≠i} r_j)).
+    Returns (K_i after the step, grad_{K_i} L), both n_i x min(r_i, Π_{j≠i} r_j); the
+    gradient is returned too because :func:`augment` builds Û_i from it (see there).
     """
     K, grad_K = k_gradient(C, Us, i, grad)
-    return K - lr * grad_K
+    K_new = K - lr * grad_K
+    _check_finite(K_new, f"K_{i} after the step")
+    return K_new, grad_K
 
 
 def augment(K, U, *, direction=None):
@@ -261,6 +267,9 @@ def tdlrt_step(
 ):
     """One step of the rank-adaptive Tucker BUG integrator (ALGORITHM.md §2, Algorithm 1).
 
+    The textbook form of the same step, without the options, is
+    :func:`refdlrt.dlrt.reference.tdlrt_step_reference`; a test pins the two together.
+
     Parameters
     ----------
     Y : Tucker
@@ -287,12 +296,11 @@ def tdlrt_step(
     momentum, velocity : float, array or None
         Heavy-ball momentum μ in [0, 1). ``velocity`` is the core v of the previous velocity
         V = v x_i U_i in Y's bases (shape = core shape; None = zero). The whole step (K-steps
-        and S-step) is taken with the direction G + μV (see :class:`MomentumGradient`), and the
-        new velocity is its Galerkin projection grad_Ĉ, carried into the new bases by the
-        truncation (x_i P_i^T) and returned as ``StepInfo.velocity``. With square factors
-        (r_i = n_i) and nothing truncated this is heavy ball exactly; otherwise the part of G + μV outside the
-        augmented space is dropped from the velocity. With momentum the gradient norms in
-        StepInfo are those of G + μV.
+        and S-step) is taken with the direction D = G + μV (see :class:`MomentumGradient`), and
+        the new velocity is its Galerkin projection grad_Ĉ, carried into the new bases by the
+        truncation (x_i P_i^T) and returned as ``StepInfo.velocity`` (ALGORITHM.md §2,
+        "Momentum"). With square factors (r_i = n_i) and nothing truncated this is heavy ball
+        exactly; otherwise the part of D outside the augmented space is dropped.
 
     Returns
     -------
@@ -300,64 +308,92 @@ def tdlrt_step(
     """
     _check_step_args(Y, lr, tau)
     _check_momentum(momentum, velocity, Y.ranks)
-    d = Y.ndim
     G = as_projector(grad, Y.shape)
     if hasattr(G, "G"):
         _check_finite(G.G, "grad")
     if momentum and velocity is not None:
         G = MomentumGradient(G, velocity, tuple(Y.factors), float(momentum))
     r_max = _rank_bounds(r_min, r_max, Y.shape)
-    if adaptive_modes is None:
-        adaptive = [not fixed_rank] * d
-    else:
-        modes = {int(i) for i in adaptive_modes}
-        if not modes <= set(range(d)):
-            raise ValueError(f"adaptive_modes: expected modes in 0..{d - 1}, got {sorted(modes)}")
-        adaptive = [(i in modes) and not fixed_rank for i in range(d)]
-    C, Us = Y.core, Y.factors
+    adaptive = _adaptive_modes(adaptive_modes, fixed_rank, Y.ndim)
 
-    # K-steps, all from the same gradient at Y
-    KG = [k_gradient(C, Us, i, G) for i in range(d)]
-    Ks = [K - lr * gK for K, gK in KG]
-    for i, K in enumerate(Ks):
-        _check_finite(K, f"K_{i} after the step")
+    U_hats, M_hats = basis_update(Y, G, lr, adaptive)  # steps 1-5
+    C_hat = lift(Y.core, M_hats)  # step 6: r̂_0 x ... x r̂_{d-1}
+    C_tilde, grad_C = s_step(C_hat, U_hats, G, lr)  # step 7
+    _check_finite(C_tilde, "the core after the S-step")
+    Y_new, theta, eta, bound = _truncate_adaptive(C_tilde, U_hats, tau, adaptive, r_min, r_max)
+    v_new = transport_velocity(grad_C, U_hats, Y_new.factors) if momentum else None
+    info = _step_info(Y, G, C_hat, U_hats, grad_C, Y_new, theta, eta, bound, v_new, diagnostics)
+    return Y_new, info
+
+
+def _adaptive_modes(adaptive_modes, fixed_rank: bool, d: int) -> list:
+    """Per mode: True where the mode is augmented and truncated."""
+    if adaptive_modes is None:
+        return [not fixed_rank] * d
+    modes = {int(i) for i in adaptive_modes}
+    if not modes <= set(range(d)):
+        raise ValueError(f"adaptive_modes: expected modes in 0..{d - 1}, got {sorted(modes)}")
+    return [(i in modes) and not fixed_rank for i in range(d)]
+
+
+def basis_update(Y: Tucker, grad, lr: float, adaptive: Sequence[bool]):
+    """Steps 1-5 for every mode: K-step from the same gradient at Y, then Û_i and M̂_i.
+
+    Adaptive modes get the augmented basis Û_i ⊇ range(U_i) (:func:`augment`, width
+    r̂_i <= min(2 r_i, n_i)); the others the fixed-rank basis Û_i = orth(K_i) (r_i columns).
+    Returns (Û_0..Û_{d-1}, M̂_0..M̂_{d-1}) with M̂_i = Û_i^T U_i.
+    """
     U_hats, M_hats = [], []
-    for i in range(d):
+    for i, U in enumerate(Y.factors):
+        K, grad_K = k_step(Y.core, Y.factors, i, grad, lr)  # n_i x r_i
         if adaptive[i]:
-            U_hat, M_hat = augment(Ks[i], Us[i], direction=KG[i][1])  # n_i x r̂_i, r̂_i x r_i
+            U_hat, M_hat = augment(K, U, direction=grad_K)  # n_i x r̂_i, r̂_i x r_i
         else:
-            if Ks[i].shape[1] < Us[i].shape[1]:
-                raise ValueError(
-                    f"fixed-rank mode {i}: rank r={Us[i].shape[1]} exceeds the product of the "
-                    f"other ranks {Ks[i].shape[1]}; the core unfolding cannot have full row rank"
-                )
-            U_hat, _ = qr_signfixed(Ks[i])  # n_i x r_i
-            M_hat = U_hat.T @ Us[i]
+            U_hat, M_hat = _fixed_rank_basis(K, U, i)  # n_i x r_i, r_i x r_i
         U_hats.append(U_hat)
         M_hats.append(M_hat)
+    return tuple(U_hats), tuple(M_hats)
 
-    # S-step (Galerkin) on the lifted core
-    C_hat = lift(C, M_hats)  # r̂_0 x ... x r̂_{d-1}
-    lift_error = None
-    if diagnostics:
-        lift_error = fro(multi_mode_product(C_hat, U_hats) - Y.to_tensor())
-    C_tilde, grad_C = s_step(C_hat, U_hats, G, lr)
-    _check_finite(C_tilde, "the core after the S-step")
-    ranks_aug = tuple(int(c.shape[1]) for c in U_hats)
 
-    # Truncation
-    if all(not a for a in adaptive):
-        Y_new, theta, eta, bound = Tucker(C_tilde, tuple(U_hats)), 0.0, 0.0, 0.0
-    else:
-        lo = [min(r_min, ra) if a else ra for a, ra in zip(adaptive, ranks_aug)]
-        hi = [max(min(rm, ra), l) if a else ra for a, rm, ra, l in zip(adaptive, r_max, ranks_aug, lo)]
-        Y_new, hinfo, eta = truncate(C_tilde, U_hats, tau, r_min=lo, r_max=hi)
-        theta, bound = float(hinfo.theta), float(hinfo.bound)
-    v_new = None
-    if momentum:  # v <- grad_Ĉ x_i P_i^T with P_i = Û_i^T U_i'
-        P = [Uh.T @ U for Uh, U in zip(U_hats, Y_new.factors)]  # r̂_i x r_i'
-        v_new = multi_mode_product(grad_C, P, transpose=True)
+def _fixed_rank_basis(K, U, i: int):
+    """Fixed-rank BUG basis Û_i = orth(K_i) (sign-fixed QR) and M̂_i = Û_i^T U_i."""
+    if K.shape[1] < U.shape[1]:
+        raise ValueError(
+            f"fixed-rank mode {i}: rank r={U.shape[1]} exceeds the product of the other ranks "
+            f"{K.shape[1]}; the core unfolding cannot have full row rank"
+        )
+    U_hat, _ = qr_signfixed(K)  # n_i x r_i
+    return U_hat, U_hat.T @ U
 
+
+def _truncate_adaptive(C_tilde, U_hats, tau, adaptive, r_min, r_max):
+    """Steps 8-9 on the adaptive modes; the others keep their width. Returns
+    (Y_new, ϑ, η, HOSVD bound); nothing is truncated when no mode adapts."""
+    ranks_aug = [int(U.shape[1]) for U in U_hats]
+    if not any(adaptive):
+        return Tucker(C_tilde, tuple(U_hats)), 0.0, 0.0, 0.0
+    lo = [min(r_min, ra) if a else ra for a, ra in zip(adaptive, ranks_aug)]
+    hi = [max(min(rm, ra), lo_i) if a else ra
+          for a, rm, ra, lo_i in zip(adaptive, r_max, ranks_aug, lo)]
+    Y_new, hinfo, eta = truncate(C_tilde, U_hats, tau, r_min=lo, r_max=hi)
+    return Y_new, float(hinfo.theta), eta, float(hinfo.bound)
+
+
+def transport_velocity(grad_C, U_hats: Sequence, new_factors: Sequence):
+    """The new velocity core v' = grad_Ĉ x_i P_i^T with P_i = Û_i^T U_i' (r̂_i x r_i').
+
+    Notes
+    -----
+    grad_Ĉ = D x_i Û_i^T is the Galerkin projection of the step direction D = G + μV; the
+    truncation re-bases the weight to U_i' = Û_i P_i, and the velocity is carried along by the
+    same P_i, so that V' = v' x_i U_i' (ALGORITHM.md §2, "Momentum").
+    """
+    P = [U_hat.T @ U for U_hat, U in zip(U_hats, new_factors)]  # r̂_i x r_i'
+    return multi_mode_product(grad_C, P, transpose=True)
+
+
+def _step_info(Y, G, C_hat, U_hats, grad_C, Y_new, theta, eta, bound, v_new, diagnostics):
+    """Diagnostics of the step (see :class:`StepInfo`)."""
     grad_norm = G.norm() if hasattr(G, "norm") else None
     if diagnostics and isinstance(G, DenseGradient):
         normal = fro(G.G - multi_mode_product(grad_C, U_hats))
@@ -365,19 +401,18 @@ def tdlrt_step(
         normal = math.sqrt(max(grad_norm**2 - fro(grad_C) ** 2, 0.0))
     else:
         normal = None
-    info = StepInfo(
+    return StepInfo(
         ranks_before=tuple(Y.ranks),
-        ranks_augmented=ranks_aug,
+        ranks_augmented=tuple(int(U.shape[1]) for U in U_hats),
         ranks_after=tuple(Y_new.ranks),
         theta=theta,
         truncation_error=eta,
         truncation_bound=bound,
         grad_core_norm=fro(grad_C),
-        grad_old_core_norm=fro(G.project(list(Us))) if diagnostics else None,
+        grad_old_core_norm=fro(G.project(list(Y.factors))) if diagnostics else None,
         grad_norm=grad_norm,
         normal_grad_norm=normal,
-        lift_error=lift_error,
+        lift_error=fro(multi_mode_product(C_hat, U_hats) - Y.to_tensor()) if diagnostics else None,
         orthonormality_error=max_orthonormality_error(Y_new.factors),
         velocity=v_new,
     )
-    return Y_new, info

@@ -12,6 +12,7 @@ never formed. Any object with ``project(mats)`` (and optionally ``norm()``) work
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -70,6 +71,23 @@ class MomentumGradient:
     def project(self, mats: Sequence):
         mats_v = [U if A is None else A.T @ U for A, U in zip(mats, self.Us)]
         return self.G.project(mats) + self.mu * multi_mode_product(self.v, mats_v)
+
+    def norm(self):
+        """||G + μV||_F, or None when G cannot tell its norm.
+
+        Notes
+        -----
+        ||G + μV||² = ||G||² + 2μ <G x_i U_i^T, v> + μ² ||v||², since the U_i are orthonormal
+        (||V|| = ||v||, <G, V> = <G x_i U_i^T, v>); V is never formed.
+        """
+        if not hasattr(self.G, "norm"):
+            return None
+        g = self.G.norm()
+        if g is None:
+            return None
+        cross = float((self.G.project(list(self.Us)) * self.v).sum())
+        sq = g**2 + 2 * self.mu * cross + self.mu**2 * fro(self.v) ** 2
+        return math.sqrt(max(sq, 0.0))
 
 
 def as_projector(grad, shape: tuple):
