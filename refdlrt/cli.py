@@ -9,10 +9,22 @@ import sys
 from . import __version__
 
 
-def _cmd_demo(args) -> int:
-    from .demo import run_demo
+def _int_list(text: str, option: str) -> tuple:
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{option}: expected comma-separated integers (e.g. 6,5,4), got {text!r}") from None
+    return vals
 
-    return run_demo(seed=args.seed, batch=args.batch)
+
+def _cmd_explain(args) -> int:
+    from .explain import run_explain
+
+    return run_explain(
+        order=args.order, tau=args.tau, lr=args.lr, seed=args.seed, layer=args.layer,
+        shape=None if args.shape is None else _int_list(args.shape, "--shape"),
+        ranks=None if args.ranks is None else _int_list(args.ranks, "--ranks"),
+    )
 
 
 def _parse_ranks(items, option="--ranks"):
@@ -89,14 +101,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"refdlrt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser(
-        "demo",
-        help="conv forward/backward on embedded MNIST images, checked against the loop spec "
-        "and the adjoint test",
-    )
-    demo.add_argument("--seed", type=int, default=0, help="seed of the numpy Generator (default 0)")
-    demo.add_argument("--batch", type=int, default=4, help="number of MNIST images (default 4)")
-    demo.set_defaults(func=_cmd_demo)
+    for name, help_ in (
+        ("explain", "one TDLRT step, intermediate by intermediate, each with its invariant "
+                    "checked (exits 1 if a check fails)"),
+        ("demo", "the same as 'explain --layer': a Tucker conv layer on embedded MNIST images"),
+    ):
+        ex = sub.add_parser(name, help=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        ex.add_argument("--order", type=int, default=3, choices=(2, 3, 4),
+                        help="order d of the random Tucker tensor (synthetic problem)")
+        ex.add_argument("--shape", default=None, metavar="N0,N1,..",
+                        help="its shape (default by --order: 8,6 / 6,5,4 / 8,6,3,3)")
+        ex.add_argument("--ranks", default=None, metavar="R0,R1,..",
+                        help="its Tucker ranks, compatible (r_i <= prod of the others); "
+                             "default by --order, or 8,4,3,3 with --layer")
+        ex.add_argument("--tau", type=float, default=0.1, help="relative truncation tolerance")
+        ex.add_argument("--lr", type=float, default=None,
+                        help="learning rate (default 0.5 / L, L the loss's smoothness)")
+        ex.add_argument("--seed", type=int, default=0, help="seed of the numpy Generator")
+        ex.add_argument("--layer", action="store_true", default=name == "demo",
+                        help="a TuckerConv2d layer (16 <- 6 channels, 5x5) fed a real minibatch of "
+                             "the embedded MNIST, its gradient through the layer's projector")
+        ex.set_defaults(func=_cmd_explain)
 
     from .nn.models import METHODS, MODELS
     from .training.trainer import TrainConfig

@@ -63,15 +63,6 @@ def test_console_script_help_and_version():
     assert out.returncode == 0 and "train" in out.stdout and "demo" in out.stdout
 
 
-def test_demo_runs_and_reports_ok(capsys):
-    from refdlrt.cli import main
-
-    assert main(["demo", "--batch", "2"]) == 0
-    out = capsys.readouterr().out
-    assert "all checks OK" in out and "NOT OK" not in out
-    assert main(["demo", "--batch", "0"]) == 2
-
-
 def test_namespace_names_and_errors():
     from refdlrt.backend import namespace
 
