@@ -17,7 +17,7 @@ import numpy as np
 from .._checks import is_int
 from ..backend import fro, get_xp
 from ..tensor.hosvd import hosvd
-from ..tensor.linalg import max_orthonormality_error, orth, qr_signfixed
+from ..tensor.linalg import check_orthonormal, max_orthonormality_error, orth, qr_signfixed
 from ..tensor.ranks import compatible_ranks
 from ..tensor.tucker import Tucker, multi_mode_product, unfold
 from .projector import DenseGradient, MomentumGradient, as_projector
@@ -59,7 +59,7 @@ class StepInfo:
         ||D||_F when the gradient can tell it (dense gradients, projectors with ``norm()``,
         and momentum on top of either); None otherwise.
     normal_grad_norm : float or None
-        ||(I - P̂)D||_F, the direction outside the augmented space: computed directly as
+        ||(I - 𝒫)D||_F (𝒫: projection onto the augmented space), the direction outside the augmented space: computed directly as
         ||G - (grad_Ĉ L) x_i Û_i|| for a dense gradient without momentum and with
         ``diagnostics``, else as (||D||² - ||grad_Ĉ L||²)^{1/2} when ||D|| is known (accurate
         only to ~1e-8 ||D||); None when ||D|| is not known.
@@ -99,8 +99,8 @@ def k_gradient(C, Us: Sequence, i: int, grad):
 
     Notes
     -----
-    Mat_i(C)^T = Q_i R_i (sign-fixed QR), so Mat_i(Y) = K_i V_i^T with K_i = U_i R_i^T and
-    V_i^T = Q_i^T (⊗_{j≠i} U_j)^T, and
+    Mat_i(C)^T = Q_i R_i (sign-fixed QR), so Mat_i(Y) = K_i Q_i^T (⊗_{j≠i} U_j)^T with
+    K_i = U_i R_i^T, and
 
         grad_{K_i} L = Mat_i(G x_{j≠i} U_j^T) Q_i.
 
@@ -141,7 +141,8 @@ def augment(K, U, *, direction=None):
     Notes
     -----
     Û_i = orth([K_i | U_i]) (or orth([U_i | grad_K / ||grad_K||])): the left singular vectors
-    whose singular values exceed max(n_i, 2 r_i) · eps · σ_max (see :func:`refdlrt.tensor.linalg.orth`),
+    whose singular values exceed max(n_i, r_i + k) · eps · σ_max, k the width of K_i (see
+    :func:`refdlrt.tensor.linalg.orth`),
     so a rank-deficient matrix gives exactly its rank and never columns outside its range.
     Width r̂_i ≤ min(2 r_i, n_i). Then M̂_i = Û_i^T U_i  (r̂_i x r_i). Every direction of
     range(U_i) has singular value >= 1 in these matrices, so range(Û_i) ⊇ range(U_i) to rounding.
@@ -218,7 +219,7 @@ def _rank_bounds(r_min, r_max, shape):
         if len(r_max) != d:
             raise ValueError(f"r_max: expected an int or {d} values (one per mode), got {len(r_max)}")
     for i, (rm, n) in enumerate(zip(r_max, shape)):
-        if rm < r_min:
+        if min(rm, n) < min(r_min, n):  # r_min above n_i is clamped to n_i, not an error
             raise ValueError(f"r_min > r_max: mode {i} has r_min={r_min}, r_max={rm}")
     return [min(rm, n) for rm, n in zip(r_max, shape)]
 
@@ -231,6 +232,7 @@ def _check_step_args(Y, lr, tau):
     for i, (r, n) in enumerate(zip(Y.ranks, Y.shape)):
         if r > n:
             raise ValueError(f"mode {i}: rank r={r} exceeds the dimension n={n}")
+    check_orthonormal(Y.factors, "tdlrt_step: Y")
     for name, v in (("lr", lr), ("tau", tau)):
         if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
             raise TypeError(f"{name}: expected a real number, got {type(v).__name__}")

@@ -127,7 +127,7 @@ class KroneckerSumProblem:
     """L(W) = ½ <W, Σ_i W x_i A_i> with symmetric A_i: a gradient flow that keeps the Tucker rank.
 
     grad L(W) = Σ_i W x_i A_i; the exact gradient flow is W(t) = W(0) x_0 e^{-t A_0} ... x_{d-1}
-    e^{-t A_{d-1}} (the mode products commute), so a Tucker tensor of rank ρ stays of rank ρ:
+    e^{-t A_{d-1}} (the mode products commute), so a Tucker tensor of rank r stays of rank r:
     the gradient is tangent to the manifold along the flow (ε = 0). L = Σ_i ||A_i||_2.
     """
 

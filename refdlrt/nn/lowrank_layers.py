@@ -14,10 +14,12 @@ layer's kernel in the dense layer's layout (OIHW for convolutions, (out, in) for
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from .._checks import check_float_array, check_grad, check_ndim, pair
 from ..ops.conv import conv2d_backward, conv2d_forward
 from ..tensor.hosvd import hosvd
+from ..tensor.linalg import check_orthonormal
 from ..tensor.tucker import Tucker, multi_mode_product
 from .lowrank_projectors import (
     LowRankLinearProjector,
@@ -27,6 +29,8 @@ from .lowrank_projectors import (
 )
 
 __all__ = [
+    "tucker_conv2d_forward",
+    "tucker_conv2d_backward",
     "LowRankLinear",
     "MatrixConv2d",
     "TuckerConv2d",
@@ -72,6 +76,9 @@ class _LowRankLayer:
 
     _order = 0
     _name = ""
+    # Factors must be orthonormal (checked on assignment); only the tucker-direct baseline,
+    # plain gradient descent on the factors, sets this to False on its layers.
+    orthonormal = True
 
     def __init__(self, weight, b=None):
         self._shape = None
@@ -113,6 +120,8 @@ class _LowRankLayer:
                     f"{self._name}: weight: factor {i} has shape ({n}, {r}); "
                     f"orthonormal columns need rank <= {n}"
                 )
+        if self.orthonormal:
+            check_orthonormal(Y.factors, f"{self._name}: weight")
         if self._shape is None:
             self._check_weight_geometry(Y)
         self._weight, self._shape = Y, Y.shape
@@ -157,8 +166,81 @@ class _LowRankLayer:
         return f"{self._name}(shape={self.dense_shape}, ranks={self.weight.ranks})"
 
 
+@dataclass(frozen=True)
+class TuckerConvCache:
+    """What :func:`tucker_conv2d_backward` needs: x, z1 = U_1^T x, the core conv's cache,
+    the weight, the geometry, whether there is a bias, and the output shape."""
+
+    x: object
+    z1: object
+    conv_cache: object
+    Y: Tucker
+    geometry: tuple
+    has_bias: bool
+    y_shape: tuple
+
+
+def tucker_conv2d_forward(x, Y: Tucker, b=None, *, stride=1, padding=0, dilation=1):
+    """Tucker convolution y = conv2d(x, C x_0 U_0 x_1 U_1 x_2 U_2 x_3 U_3) + b, in three stages.
+
+    Parameters
+    ----------
+    x : array (N, C_in, H, W)
+    Y : Tucker, order 4, dense shape (C_out, C_in, kh, kw), orthonormal factors
+    b : array (C_out,) or None
+
+    Returns
+    -------
+    (y, cache): y (N, C_out, Ho, Wo) and the cache for :func:`tucker_conv2d_backward`.
+
+    Notes
+    -----
+    ALGORITHM.md §3 (0-based modes): z1 = U_1^T x (1x1, C_in -> r_1, input resolution);
+    z2 = conv2d(z1, C x_2 U_2 x_3 U_3) (an r_0 x r_1 x kh x kw kernel with the layer's stride,
+    padding and dilation); y = U_0 z2 + b (1x1, r_0 -> C_out; the bias is added here, once).
+    Cost: C_in r_1 multiply-adds per *input* pixel, plus r_0 r_1 kh kw + r_0 C_out per output
+    pixel, instead of C_out C_in kh kw per output pixel.
+    """
+    if not isinstance(Y, Tucker) or Y.ndim != 4:
+        raise TypeError(f"tucker_conv2d_forward: Y: expected an order-4 Tucker tensor, got "
+                        f"{type(Y).__name__}{'' if not isinstance(Y, Tucker) else f' of order {Y.ndim}'}")
+    geometry = _check_geometry(stride, padding, dilation)
+    U0, U1, U2, U3 = Y.factors
+    _check_input(x, 4, U1.shape[0], Y.dtype, "N, C_in, H, W", "tucker_conv2d_forward")
+    _check_bias(b, U0.shape[0], Y.dtype, "tucker_conv2d_forward")
+    K = multi_mode_product(Y.core, [None, None, U2, U3])  # r0, r1, kh, kw
+    z1 = channel_matmul(U1.T, x)  # N, r1, H, W
+    s, p, d = geometry
+    z2, conv_cache = conv2d_forward(z1, K, None, stride=s, padding=p, dilation=d)  # N, r0, Ho, Wo
+    y = channel_matmul(U0, z2)  # N, C_out, Ho, Wo
+    if b is not None:
+        y = y + b.reshape(1, -1, 1, 1)
+    return y, TuckerConvCache(x, z1, conv_cache, Y, geometry, b is not None, tuple(y.shape))
+
+
+def tucker_conv2d_backward(dy, cache: TuckerConvCache):
+    """Backward of :func:`tucker_conv2d_forward`: (dx, db, projector).
+
+    Notes
+    -----
+    dz2 = U_0^T dy; (dz1, dK) = backward of the core conv; dx = U_1 dz1; db = Σ dy over
+    N, Ho, Wo (None without bias). The kernel gradient G is not formed: ``projector`` gives
+    G x_i A_i^T from the cached x, z1, dy and dz2 (:class:`TuckerConvProjector`), and its
+    reduced gradient for (U_0, U_1) is the core conv's dK, already computed here.
+    """
+    x, Y = cache.x, cache.Y
+    check_grad(dy, cache.y_shape, x.dtype, "tucker_conv2d_backward: dy", layout=" (the output's)")
+    U0, U1 = Y.factors[:2]
+    dz2 = channel_matmul(U0.T, dy)  # N, r0, Ho, Wo
+    dz1, dK, _ = conv2d_backward(dz2, cache.conv_cache)  # N, r1, H, W;  r0, r1, kh, kw
+    db = dy.sum(axis=(0, 2, 3)) if cache.has_bias else None
+    projector = TuckerConvProjector(x, cache.z1, dy, dz2, Y.factors, cache.geometry, reduced_own=dK)
+    return channel_matmul(U1, dz1), db, projector  # dx: N, C_in, H, W
+
+
 class TuckerConv2d(_LowRankLayer):
-    """Convolution whose kernel (C_out, C_in, kh, kw) is a Tucker tensor C x_i U_i.
+    """Convolution whose kernel (C_out, C_in, kh, kw) is a Tucker tensor C x_i U_i: a thin
+    stateful wrapper around :func:`tucker_conv2d_forward` / :func:`tucker_conv2d_backward`.
 
     Notes
     -----
@@ -187,28 +269,18 @@ class TuckerConv2d(_LowRankLayer):
         return self.weight.to_tensor()
 
     def forward(self, x, *, training: bool = True):
-        Y = self.weight
-        U0, U1, U2, U3 = Y.factors
-        _check_input(x, 4, U1.shape[0], Y.dtype, "N, C_in, H, W", self._name)
-        K = multi_mode_product(Y.core, [None, None, U2, U3])  # r0, r1, kh, kw
-        z1 = channel_matmul(U1.T, x)  # N, r1, H, W
-        z2, conv_cache = conv2d_forward(
-            z1, K, None, stride=self.stride, padding=self.padding, dilation=self.dilation
-        )  # N, r0, Ho, Wo
-        y = self._add_bias(channel_matmul(U0, z2))  # N, C_out, Ho, Wo
-        self._cache, self._projector = (x, z1, conv_cache, Y, y.shape), None
+        y, self._cache = tucker_conv2d_forward(
+            x, self.weight, self.params.get("b"),
+            stride=self.stride, padding=self.padding, dilation=self.dilation,
+        )
+        self._projector = None
         return y
 
     def backward(self, dy):
-        x, z1, conv_cache, Y, y_shape = self._cached()
-        self._check_dy(dy, y_shape, x.dtype)
-        U0, U1 = Y.factors[:2]
-        dz2 = channel_matmul(U0.T, dy)  # N, r0, Ho, Wo
-        dz1, dK, _ = conv2d_backward(dz2, conv_cache)  # N, r1, H, W;  r0, r1, kh, kw
-        self._bias_grad(dy)
-        geometry = (self.stride, self.padding, self.dilation)
-        self._projector = TuckerConvProjector(x, z1, dy, dz2, Y.factors, geometry, reduced_own=dK)
-        return channel_matmul(U1, dz1)  # N, C_in, H, W
+        dx, db, self._projector = tucker_conv2d_backward(dy, self._cached())
+        if db is not None:
+            self.grads["b"] = db
+        return dx
 
 
 class LowRankLinear(_LowRankLayer):

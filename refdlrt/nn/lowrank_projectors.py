@@ -11,8 +11,9 @@ layer input x (input channels), so
 a tensor of size a x b (x kh x kw for the Tucker conv, whose modes 2, 3 are projected
 afterwards; for the matrix conv, A1 acts on the im2col patches of x, i.e. "A1^T x" is
 conv2d(x, A1^T reshaped to kernels)). Each projector reuses the layer's cached
-z1 = U_1^T x and dz2 = U_0^T dy when A1 is U_1 / A0 is U_0 (identity check), and memoises
-its last few reduced gradients. ``dense()`` forms G (the readable oracle route).
+z1 = U_1^T x and dz2 = U_0^T dy when A1 equals U_1 / A0 equals U_0, and memoises its last
+few reduced gradients; both are keyed on the numbers (copies), never on object identity, so
+an array changed in place by the caller cannot return a stale answer. ``dense()`` forms G (the readable oracle route).
 """
 
 from __future__ import annotations
@@ -35,11 +36,22 @@ def channel_matmul(A, x):
     return (A @ x.reshape(N, C, H * W)).reshape(N, A.shape[0], H, W)  # N, m, H, W
 
 
+def _same(A, B) -> bool:
+    """A and B hold the same numbers (content, not identity: a caller may change an array in
+    place between two calls, and an identity key would then return a stale answer)."""
+    if A is None or B is None:
+        return A is B
+    if A.shape != B.shape or A.dtype != B.dtype:
+        return False
+    return bool(get_xp(A, B).array_equal(A, B))
+
+
 def _project_channels(A, own, cached, raw):
-    """A^T raw over the channel axis; ``raw`` if A is None; ``cached`` if A is ``own``."""
+    """A^T raw over the channel axis; ``raw`` if A is None; ``cached`` if A equals ``own``
+    (a snapshot of the factor the layer used)."""
     if A is None:
         return raw
-    if A is own:
+    if _same(A, own):
         return cached
     return channel_matmul(A.T, raw) if raw.ndim == 4 else raw @ A
 
@@ -52,21 +64,23 @@ def _conv2d_weight_grad(x, dy, kernel_size, stride, padding, dilation):
 
 class _ReducedProjector:
     """project(mats) = finish(reduced(mats[0], mats[1]), mats), with the last few reduced
-    gradients memoised by the identity of (mats[0], mats[1])."""
+    gradients memoised by the content of (mats[0], mats[1])."""
 
     _MEMO_SIZE = 4
 
     def __init__(self, shape):
         self.shape = tuple(shape)
-        self._memo = []  # [(A0, A1, reduced)], most recent first; holds A0, A1 so ids stay valid
+        self._memo = []  # [(copy of A0, copy of A1, reduced)], most recent first
 
     def _remember(self, A0, A1, value):
-        self._memo = [(A0, A1, value)] + self._memo[: self._MEMO_SIZE - 1]
+        # keep copies: the key is the content of A0, A1 at the time of the call
+        snap = tuple(None if A is None else A.copy() for A in (A0, A1))
+        self._memo = [(*snap, value)] + self._memo[: self._MEMO_SIZE - 1]
 
     def reduced_gradient(self, A0, A1):
-        """G x_0 A0^T x_1 A1^T (memoised)."""
+        """G x_0 A0^T x_1 A1^T (memoised by the content of A0, A1)."""
         for a0, a1, value in self._memo:
-            if a0 is A0 and a1 is A1:
+            if _same(a0, A0) and _same(a1, A1):
                 return value
         value = self._reduced(A0, A1)
         self._remember(A0, A1, value)
@@ -107,7 +121,7 @@ class TuckerConvProjector(_ReducedProjector):
     def __init__(self, x, z1, dy, dz2, factors, geometry, reduced_own=None):
         super().__init__((dy.shape[1], x.shape[1], factors[2].shape[0], factors[3].shape[0]))
         self.x, self.z1, self.dy, self.dz2 = x, z1, dy, dz2
-        self.U0, self.U1 = factors[0], factors[1]
+        self.U0, self.U1 = factors[0].copy(), factors[1].copy()  # snapshots (see _same)
         self.geometry = geometry  # stride, padding, dilation
         if reduced_own is not None:  # the small-kernel gradient of backward = reduced(U0, U1)
             self._remember(self.U0, self.U1, reduced_own)
@@ -133,7 +147,7 @@ class LowRankLinearProjector(_ReducedProjector):
     def __init__(self, x, z1, dy, dz2, factors):
         super().__init__((dy.shape[1], x.shape[1]))
         self.x, self.z1, self.dy, self.dz2 = x, z1, dy, dz2
-        self.U0, self.U1 = factors
+        self.U0, self.U1 = (U.copy() for U in factors)  # snapshots (see _same)
 
     def _reduced(self, A0, A1):
         xa = _project_channels(A1, self.U1, self.z1, self.x)  # N, b
@@ -158,7 +172,7 @@ class MatrixConvProjector(_ReducedProjector):
     def __init__(self, x, z1, dy, dz2, factors, kernel_size, geometry):
         super().__init__((dy.shape[1], x.shape[1] * kernel_size[0] * kernel_size[1]))
         self.x, self.z1, self.dy, self.dz2 = x, z1, dy, dz2
-        self.U0, self.U1 = factors
+        self.U0, self.U1 = (U.copy() for U in factors)  # snapshots (see _same)
         self.kernel_size, self.geometry = kernel_size, geometry
 
     def _reduced(self, A0, A1):
@@ -169,7 +183,7 @@ class MatrixConvProjector(_ReducedProjector):
                 self.x, dya, self.kernel_size, *self.geometry
             )  # a, C_in, kh, kw
             return gw.reshape(gw.shape[0], -1)  # a, C_in kh kw
-        if A1 is self.U1:
+        if _same(A1, self.U1):
             xb = self.z1
         else:
             kernel = A1.T.reshape((A1.shape[1], self.x.shape[1]) + tuple(self.kernel_size))

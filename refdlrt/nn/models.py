@@ -174,5 +174,7 @@ def build_model(specs, method: str, rng: np.random.Generator, *, init_rank=0.5, 
         else:
             raise ValueError(f"unknown layer kind {s.kind!r}")
         layer.name = s.name or s.kind
+        if method == "tucker-direct" and hasattr(layer, "orthonormal"):
+            layer.orthonormal = False  # plain gradient descent on the factors leaves the manifold
         out.append(layer)
     return out, plan

@@ -9,8 +9,10 @@ import numpy as np
 
 from .._checks import check_float_array, check_ndim
 from ..backend import get_xp
+from ..tolerances import tolerance
 
-__all__ = ["max_orthonormality_error", "orth", "orthonormality_error", "qr_signfixed"]
+__all__ = ["check_orthonormal", "max_orthonormality_error", "orth", "orthonormality_error",
+           "qr_signfixed"]
 
 
 def _check_matrix(A, name: str):
@@ -101,3 +103,20 @@ def orthonormality_error(U) -> float:
 def max_orthonormality_error(Us) -> float:
     """``max_i ‖U_iᵀU_i − I‖_F`` over a sequence of bases (0.0 for an empty sequence)."""
     return max((orthonormality_error(U) for U in Us), default=0.0)
+
+
+def check_orthonormal(Us, who: str):
+    """Raise ValueError unless every U_i has orthonormal columns to the dtype's tolerance.
+
+    The bound is 10 ortho sqrt(n_i) (``refdlrt.tolerances``): ten times the validation bound,
+    so bases the library produced always pass, while a basis that is not orthonormal (an
+    input from elsewhere; the step's guarantees assume U_i^T U_i = I) is refused.
+    """
+    for i, U in enumerate(Us):
+        err = orthonormality_error(U)
+        bound = 10 * tolerance(U.dtype).ortho * max(U.shape[0], 1) ** 0.5
+        if not err <= bound:
+            raise ValueError(
+                f"{who}: factor {i} ({U.shape[0]} x {U.shape[1]}) is not orthonormal: expected "
+                f"||U_{i}^T U_{i} - I||_F <= {bound:.1e} ({U.dtype}), got {err:.3e}"
+            )

@@ -14,7 +14,7 @@ def compatible_ranks(ranks) -> tuple:
     -----
     Mat_i(C) of a core C (r_0 x ... x r_{d-1}) is r_i x Π_{j≠i} r_j, so it has at most
     Π_{j≠i} r_j non-zero singular values: a rank beyond that carries no mass, and cutting it
-    removes nothing (ALGORITHM.md §2, step 4).
+    removes nothing (ALGORITHM.md §2, step 9).
     """
     ranks = list(ranks)
     changed = True

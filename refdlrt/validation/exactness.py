@@ -1,9 +1,9 @@
 """Claim 5: exactness of the BUG step (Ceruti & Lubich), fixed-rank and rank-adaptive.
 
-Claim: if A(t) = C(t) x_i U_i(t) keeps Tucker rank ρ on [t_0, t_1], Y^0 = A(t_0) and the loss
+Claim: if A(t) = C(t) x_i U_i(t) keeps Tucker rank r on [t_0, t_1], Y^0 = A(t_0) and the loss
 gradient is the constant G = -(A(t_1) - A(t_0))/λ, one step returns A(t_1) up to rounding:
 ||Y^1 - A(t_1)||_F <= rtol·κ·||A(t_1)||_F, κ = max_i cond(Mat_i(C(t_1))) (rounding in the
-QR/SVD solves is amplified by the conditioning of the core unfoldings), with rank ρ for the
+QR/SVD solves is amplified by the conditioning of the core unfoldings), with rank r for the
 fixed-rank step and for the adaptive step with τ = 1e-10 (the adaptive step with τ = 0 keeps
 rounding-level directions, so only its tensor is checked).
 
@@ -85,7 +85,7 @@ def run(*, quick: bool, seed: int, xp, out: str) -> ClaimResult:
         checks.append(Check(f"{name}: max ||Y1 - A(t1)|| / (kappa ||A(t1)||) over {n_cases} curves",
                             max(r["err"] / r["kappa"] for r in rows[name]), TOL.rtol))
     for name in ("fixed rank", "adaptive, tau = 1e-10"):
-        checks.append(Check(f"{name}: steps whose ranks differ from rho", rank_bad[name], 0))
+        checks.append(Check(f"{name}: steps whose ranks differ from r", rank_bad[name], 0))
     details = dict(n_cases=n_cases, worst_error={k: max(r["err"] for r in v)
                                                  for k, v in rows.items()},
                    trace=[r["norm"] for r in rows["fixed rank"]])

@@ -1,9 +1,9 @@
 """Claim 7: from a high-rank start, rank-adaptive TDLRT finds the Tucker rank of the target.
 
-Claim: for L(W) = ½||W - T||² with T = T_ρ + N (T_ρ of Tucker rank ρ, N a full-rank noise of
-relative size 1e-4), started at a higher rank, TDLRT ends at exactly rank ρ for every τ inside
-the window where the truncation rule can recognise ρ: the largest noise tail over the modes is
-below ϑ = τ||T|| and the smallest tail of T_ρ when cut below ρ is above it. The τ's are taken
+Claim: for L(W) = ½||W - T||² with T = T_r + N (T_r of Tucker rank r, N a full-rank noise of
+relative size 1e-4), started at a higher rank, TDLRT ends at exactly rank r for every τ inside
+the window where the truncation rule can recognise r: the largest noise tail over the modes is
+below ϑ = τ||T|| and the smallest tail of T_r when cut below r is above it. The τ's are taken
 log-spaced inside [3 τ_lo, τ_hi / 3] of that window (computed here from the SVDs of the
 unfoldings of T). One τ above the window is also run (plotted, not checked: it must find less).
 """
@@ -20,9 +20,9 @@ from . import Check, ClaimResult
 from ._common import fro, pyplot, save
 
 NAME = "rank_adaptivity"
-CLAIM = ("From a high-rank start, TDLRT on 1/2||W - T||^2 (T of known Tucker rank rho plus 1e-4 "
-         "noise) ends at exactly rank rho for every tau inside the window where the truncation "
-         "rule can recognise rho.")
+CLAIM = ("From a high-rank start, TDLRT on 1/2||W - T||^2 (T of known Tucker rank r plus 1e-4 "
+         "noise) ends at exactly rank r for every tau inside the window where the truncation "
+         "rule can recognise r.")
 
 CASES = (((10, 10, 10), (2, 4, 3), (8, 8, 8)), ((8, 6, 3, 3), (3, 2, 2, 3), (6, 6, 3, 3)))
 
@@ -42,11 +42,11 @@ def run(*, quick: bool, seed: int, xp, out: str) -> ClaimResult:
     rng = np.random.default_rng(seed)
     steps = 50 if quick else 200
     checks, curves, details = [], {}, {}
-    for shape, rho, start in CASES:
-        T_r = random_tucker(shape, rho, rng, xp=xp).to_tensor()
+    for shape, r_true, start in CASES:
+        T_r = random_tucker(shape, r_true, rng, xp=xp).to_tensor()
         noise = xp.asarray(rng.standard_normal(shape))
         T = T_r + noise * (1e-4 * fro(T_r) / fro(noise))
-        lo, hi = _window(T, rho)
+        lo, hi = _window(T, r_true)
         taus = list(np.geomspace(3 * lo, hi / 3, 3 if quick else 5)) if 9 * lo < hi else []
         prob = TargetProblem(T)
         Y0 = random_tucker(shape, start, rng, xp=xp, core_scale=0.3)
@@ -59,10 +59,10 @@ def run(*, quick: bool, seed: int, xp, out: str) -> ClaimResult:
             curves[(len(shape), float(tau))] = ranks
             if tau in taus:
                 checks.append(Check(f"d={len(shape)}, tau={tau:.2g}: modes whose final rank != "
-                                    f"{rho}", sum(a != b for a, b in zip(Y.ranks, rho)), 0))
+                                    f"{r_true}", sum(a != b for a, b in zip(Y.ranks, r_true)), 0))
         checks.append(Check(f"d={len(shape)}: tau window [{3 * lo:.2g}, {hi / 3:.2g}] not empty",
                             len(taus), 1, ">=", main=False))
-        details[f"d={len(shape)}"] = dict(shape=shape, rho=rho, start=start, window=(lo, hi),
+        details[f"d={len(shape)}"] = dict(shape=shape, ranks=r_true, start=start, window=(lo, hi),
                                           taus=taus, final={str(t): c[-1] for (dd, t), c
                                                             in curves.items() if dd == len(shape)})
     return ClaimResult.from_checks(NAME, CLAIM, checks, details, [_plot(curves, out)])
