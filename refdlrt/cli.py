@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .validation.command import add_validate_parser
 
     add_validate_parser(sub)
+    from .oracle.command import add_oracle_parser
+
+    add_oracle_parser(sub)
     return parser
 
 
@@ -179,7 +182,7 @@ def main(argv=None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, FileNotFoundError) as e:  # OracleFileError is a ValueError
         print(f"refdlrt {args.command}: error: {e}", file=sys.stderr)
         return 2
 
