@@ -14,6 +14,8 @@ The package is layered, bottom to top; a module imports only from its own layer 
 ``nn``          dense and low-rank layers, their projectors, models
 ``training``    the trainer, checkpoints, run reports, datasets
 ``validation``  the numerical checks of the paper's claims (``refdlrt validate``)
+``oracle``      golden cases and the conformance checker for other implementations
+``explain``     one step printed intermediate by intermediate (``refdlrt explain``)
 ``cli``         the ``refdlrt`` command
 =============  ==============================================================================
 

@@ -221,3 +221,37 @@ def test_write_npz_is_deterministic_and_refuses_objects(tmp_path):
         write_npz(tmp_path / "c.npz", {"o": np.array([None], dtype=object)})
     with pytest.raises(OracleFileError, match="no such file"):
         read_npz(tmp_path / "missing.npz")
+
+
+class _Float32(RefdlrtAdapter):
+    """A float32 candidate: the reference run on the golden inputs cast to float32."""
+
+    def __getattribute__(self, name):
+        attr = super().__getattribute__(name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+
+        def run(inputs, params):
+            cast = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in inputs.items()}
+            return attr(cast, params)
+        return run
+
+
+def test_a_float32_candidate_passes_float64_goldens_at_float32_tolerances(golden):
+    report = check(golden, _Float32())
+    assert report.dtype == "float32"
+    assert report.ok, report.format()
+
+
+def test_the_readme_oracle_commands_run(tmp_path):
+    """The README's 'check your own implementation' commands, as written, in a fresh folder."""
+    import pathlib
+    import re
+    import subprocess
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", readme, re.S) if "refdlrt oracle" in b)
+    for line in block.strip().splitlines():
+        out = subprocess.run(line, shell=True, cwd=tmp_path, capture_output=True, text=True)
+        assert out.returncode == 0, (line, out.stdout[-2000:], out.stderr[-2000:])
+    assert "26 of 26 cases OK" in out.stdout
