@@ -39,7 +39,7 @@ from .gradcheck import adjoint_test
 from .nn.lowrank_layers import LowRankLinear, MatrixConv2d, TuckerConv2d
 from .nn.models import build_model, lenet5, vgg_small
 from .ops.conv import conv2d_backward, conv2d_forward
-from .ops.conv_naive import conv2d_naive
+from .ops.conv_naive import conv2d_naive, conv2d_naive_backward
 from .tensor.hosvd import HOSVDInfo, hosvd
 from .tensor.linalg import orth
 from .tensor.ranks import compatible_ranks
@@ -55,7 +55,7 @@ __all__ = [
     # backend and checking
     "get_xp", "to_numpy", "gpu_available", "adjoint_test", "tolerance",
     # the convolution (ALGORITHM.md §3)
-    "conv2d_forward", "conv2d_backward", "conv2d_naive",
+    "conv2d_forward", "conv2d_backward", "conv2d_naive", "conv2d_naive_backward",
     # Tucker algebra (§1)
     "unfold", "fold", "mode_product", "multi_mode_product", "Tucker", "orth", "hosvd",
     "HOSVDInfo", "compatible_ranks",
