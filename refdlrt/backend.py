@@ -7,6 +7,8 @@ imported lazily, only when a CuPy array is actually seen or a GPU is asked for.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = ["get_xp", "to_numpy", "gpu_available", "is_cupy_array", "namespace", "fro"]
@@ -46,9 +48,17 @@ def get_xp(*arrays):
 
 
 def fro(a) -> float:
-    """||a||_F, the Frobenius norm of an array of any shape and backend, as a Python float."""
+    """||a||_F, the Frobenius norm of an array of any shape and backend, as a Python float.
+
+    Scaled by max |a_ij| first, so it cannot overflow or underflow for finite entries (a plain
+    sum of squares overflows float32 at |a| ~ 1e19); NaN or Inf entries give NaN or Inf."""
     xp = get_xp(a)
-    return float(xp.linalg.norm(a.reshape(-1)))
+    if a.size == 0:
+        return 0.0
+    m = float(xp.abs(a).max())
+    if m == 0.0 or not math.isfinite(m):
+        return m if m == 0.0 or math.isinf(m) else float("nan")
+    return m * float(xp.linalg.norm((a / m).reshape(-1)))
 
 
 def to_numpy(a):

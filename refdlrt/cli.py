@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from . import __version__
@@ -27,72 +26,6 @@ def _cmd_explain(args) -> int:
     )
 
 
-def _parse_ranks(items, option="--ranks"):
-    ranks = {}
-    for item in items or []:
-        name, sep, vals = item.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            ranks[name] = tuple(int(v) for v in vals.split(","))
-        except ValueError:
-            raise ValueError(f"{option}: expected NAME=r0,r1,... (e.g. conv2=4,4,3,3), got {item!r}") from None
-    return ranks
-
-
-def _cmd_train(args) -> int:
-    from .training.datasets import load_dataset
-    from .training.report import format_summary, write_run
-    from .training.trainer import TrainConfig, Trainer, TrainingDiverged
-
-    if args.resume:  # the checkpoint's data unless --data says otherwise
-        spec = args.data or Trainer.read_meta(args.resume)["config"]["data"]
-        data = load_dataset(spec)
-        trainer = Trainer.load(args.resume, data)
-        trainer.cfg.data = spec
-        if args.epochs is not None:  # train further than planned (changes a cosine schedule)
-            trainer.cfg.epochs = args.epochs
-        trainer.cfg.validate()
-    else:
-        data = load_dataset(args.data or TrainConfig.data)
-        cfg = TrainConfig(
-            model=args.model, method=args.method, tau=args.tau, epochs=args.epochs or TrainConfig.epochs,
-            batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, schedule=args.schedule,
-            seed=args.seed, init_rank=args.init_rank, ranks=_parse_ranks(args.ranks),
-            finetune_epochs=args.finetune_epochs, warmup_epochs=args.warmup_epochs,
-            conv_adaptive_modes=None if args.conv_adaptive_modes is None else tuple(args.conv_adaptive_modes),
-            r_min=args.r_min, r_max=args.r_max, layer_r_max=_parse_ranks(args.layer_r_max, "--layer-r-max"),
-            data=args.data or TrainConfig.data, dtype=args.dtype,
-            backend=args.backend, widths=tuple(args.widths),
-        )
-        trainer = Trainer(cfg, data)
-    cfg = trainer.cfg
-    os.makedirs(args.out, exist_ok=True)
-    ckpt = os.path.join(args.out, "checkpoint.npz")
-    n_steps = (cfg.epochs - trainer.epoch) * -(-len(data.y_train) // cfg.batch_size)
-    print(f"refdlrt train: {cfg.model} / {cfg.method} on {data.name} ({len(data.y_train)} train, "
-          f"{len(data.y_test)} test), tau={cfg.tau}, {cfg.epochs} epochs, out={args.out}")
-    from tqdm import tqdm
-
-    with tqdm(total=n_steps, disable=args.no_progress, unit="step") as bar:
-        try:
-            while trainer.epoch < cfg.epochs:
-                bar.set_description(f"epoch {trainer.epoch + 1}/{cfg.epochs}")
-                row = trainer.run_epoch(progress=bar)
-                trainer.save(ckpt)
-                bar.write(f"epoch {row['epoch']:3d}  loss {row['train_loss']:.4f}  "
-                          f"test acc {100 * row['test_accuracy']:.2f} %  "
-                          f"params {100 * row['lowrank_param_fraction']:.1f} %  ranks {row['ranks']}")
-        except TrainingDiverged as e:
-            bar.close()
-            kept = f"the last good checkpoint is {ckpt}" if os.path.exists(ckpt) else "no checkpoint was written"
-            print(f"refdlrt train: stopped: {e}; {kept}", file=sys.stderr)
-            return 3
-    summary = write_run(trainer, args.out)
-    print(format_summary(summary))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="refdlrt",
@@ -100,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(rank-adaptive Tucker dynamical low-rank training of CNNs).",
     )
     parser.add_argument("--version", action="version", version=f"refdlrt {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (default: one line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_ in (
         ("explain", "one TDLRT step, intermediate by intermediate, each with its invariant "
@@ -123,48 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "the embedded MNIST, its gradient through the layer's projector")
         ex.set_defaults(func=_cmd_explain)
 
-    from .nn.models import METHODS, MODELS
-    from .training.trainer import TrainConfig
+    from .training.command import add_train_parser
 
-    d = TrainConfig()
-    tr = sub.add_parser("train", help="train a network (dense or low-rank) and write a run folder",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    tr.add_argument("--model", choices=sorted(MODELS), default=d.model)
-    tr.add_argument("--method", choices=METHODS, default=d.method)
-    tr.add_argument("--tau", type=float, default=d.tau, help="relative truncation tolerance")
-    tr.add_argument("--epochs", type=int, default=None,
-                    help=f"number of epochs (default {d.epochs}; with --resume: the checkpoint's)")
-    tr.add_argument("--batch-size", type=int, default=d.batch_size)
-    tr.add_argument("--lr", type=float, default=d.lr, help="initial learning rate")
-    tr.add_argument("--momentum", type=float, default=d.momentum)
-    tr.add_argument("--schedule", choices=("cosine", "step", "constant"), default=d.schedule)
-    tr.add_argument("--seed", type=int, default=d.seed)
-    tr.add_argument("--init-rank", type=float, default=d.init_rank,
-                    help="initial ranks as a fraction of full rank")
-    tr.add_argument("--ranks", action="append", metavar="NAME=R0,R1,..",
-                    help="explicit initial ranks of one layer (repeatable), e.g. conv2=4,4,3,3")
-    tr.add_argument("--r-min", type=int, default=d.r_min)
-    tr.add_argument("--r-max", type=int, default=d.r_max, help="upper rank bound of every mode")
-    tr.add_argument("--layer-r-max", action="append", metavar="NAME=R0,R1,..",
-                    help="upper rank bounds of one layer, per mode (repeatable), e.g. fc1=20,20")
-    tr.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs,
-                    help="first epochs of tdlrt / matrix-dlrt at fixed rank (truncation starts after)")
-    tr.add_argument("--conv-adaptive-modes", type=int, nargs="+", default=None, metavar="MODE",
-                    help="modes of the Tucker conv kernels that adapt (default all; e.g. 0 1 keeps "
-                         "the spatial modes at their initial rank)")
-    tr.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
-                    help="last epochs of tdlrt / matrix-dlrt at fixed rank (no truncation)")
-    tr.add_argument("--widths", type=int, nargs="+", default=list(d.widths), help="vgg_small widths")
-    tr.add_argument("--data", default=None,
-                    help="'embedded' (default) or a directory with MNIST/Fashion-MNIST IDX or CIFAR-10 "
-                         "files; with --resume, the checkpoint's data by default")
-    tr.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype)
-    tr.add_argument("--backend", choices=("numpy", "cupy"), default=d.backend)
-    tr.add_argument("--out", default="runs/latest", help="output folder")
-    tr.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint.npz")
-    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
-    tr.set_defaults(func=_cmd_train)
-
+    add_train_parser(sub)
     from .validation.command import add_validate_parser
 
     add_validate_parser(sub)
@@ -175,15 +71,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the command; every error ends in one line naming the option or file, what was
+    expected and what was found, and a non-zero exit status (2: usage or input, 1: a check
+    failed, 3: training diverged, 130: interrupted). ``--debug`` shows the traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    debug = args.debug
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as e:  # OracleFileError is a ValueError
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"refdlrt {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into a program that stopped reading (head, less)
+        sys.stderr.close()
+        return 0
+    except OSError as e:
+        if debug:
+            raise
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"refdlrt {args.command}: error:{where}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as e:  # bad options or input data (OracleFileError included)
+        if debug:
+            raise
         print(f"refdlrt {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - a bug of ours: still one line, the traceback on request
+        if debug:
+            raise
+        print(f"refdlrt {args.command}: internal error: {type(e).__name__}: {e} (run with "
+              f"'refdlrt --debug {args.command} ...' for the traceback)", file=sys.stderr)
         return 2
 
 

@@ -266,7 +266,7 @@ def test_cli_layer_r_max(mnist_dir, tmp_path):
 def test_cli_resume_of_a_bad_checkpoint_gives_a_message(tmp_path, capsys):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not an npz file")
-    rc = main(["train", "--resume", str(bad), "--no-progress", "--out", str(tmp_path / "r")])
+    rc = main(["train", "--resume", str(bad), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "not a refdlrt checkpoint" in err
 

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .._checks import is_int
+from .._checks import check_float_array, check_same_dtype, is_int
 from ..backend import fro, get_xp
 from ..tensor.hosvd import hosvd
 from ..tensor.linalg import check_orthonormal, max_orthonormality_error, orth, qr_signfixed
@@ -106,6 +106,7 @@ def k_gradient(C, Us: Sequence, i: int, grad):
 
     Returns (K_i, grad_{K_i} L), both n_i x min(r_i, Π_{j≠i} r_j).
     """
+    grad = as_projector(grad, tuple(U.shape[0] for U in Us))  # a dense G is accepted too
     Q, R = qr_signfixed(unfold(C, i).T)  # Q: Π_{j≠i} r_j x r_i,  R: r_i x r_i
     K = Us[i] @ R.T  # n_i x r_i
     mats = [None if j == i else U for j, U in enumerate(Us)]
@@ -174,12 +175,13 @@ def s_step(C_hat, U_hats: Sequence, grad, lr: float):
     grad_Ĉ L = G x_0 Û_0^T ... x_{d-1} Û_{d-1}^T, taken at the same point Y (the lifted
     tensor equals Y, so no new forward pass is needed). Returns (Ĉ after the step, grad_Ĉ L).
     """
+    grad = as_projector(grad, tuple(U.shape[0] for U in U_hats))  # a dense G is accepted too
     grad_C = grad.project(list(U_hats))  # r̂_0 x ... x r̂_{d-1}
     _check_finite(grad_C, "the core gradient")
     return C_hat - lr * grad_C, grad_C
 
 
-def truncate(C_hat, U_hats: Sequence, tau: float, *, r_min, r_max):
+def truncate(C_hat, U_hats: Sequence, tau: float, *, r_min=1, r_max=None):
     """Truncate the augmented tensor by an HOSVD of its small core.
 
     Notes
@@ -232,6 +234,8 @@ def _check_step_args(Y, lr, tau):
     for i, (r, n) in enumerate(zip(Y.ranks, Y.shape)):
         if r > n:
             raise ValueError(f"mode {i}: rank r={r} exceeds the dimension n={n}")
+    check_float_array(Y.core, "tdlrt_step: Y.core")
+    check_same_dtype(("Y.core", Y.core), *((f"Y.factors[{i}]", U) for i, U in enumerate(Y.factors)))
     check_orthonormal(Y.factors, "tdlrt_step: Y")
     for name, v in (("lr", lr), ("tau", tau)):
         if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
@@ -311,8 +315,13 @@ def tdlrt_step(
     _check_step_args(Y, lr, tau)
     _check_momentum(momentum, velocity, Y.ranks)
     G = as_projector(grad, Y.shape)
-    if hasattr(G, "G"):
+    if hasattr(G, "G"):  # a dense gradient: the same dtype rule as conv2d_forward's
+        check_float_array(G.G, "tdlrt_step: grad")
+        check_same_dtype(("Y.core", Y.core), ("grad", G.G))
         _check_finite(G.G, "grad")
+    if velocity is not None:
+        check_float_array(velocity, "tdlrt_step: velocity")
+        check_same_dtype(("Y.core", Y.core), ("velocity", velocity))
     if momentum and velocity is not None:
         G = MomentumGradient(G, velocity, tuple(Y.factors), float(momentum))
     r_max = _rank_bounds(r_min, r_max, Y.shape)
@@ -322,7 +331,13 @@ def tdlrt_step(
     C_hat = lift(Y.core, M_hats)  # step 6: r̂_0 x ... x r̂_{d-1}
     C_tilde, grad_C = s_step(C_hat, U_hats, G, lr)  # step 7
     _check_finite(C_tilde, "the core after the S-step")
+    if grad_C.dtype != Y.core.dtype:  # a projector answered in another precision
+        raise TypeError(f"tdlrt_step: the gradient's projections have dtype {grad_C.dtype}, "
+                        f"expected {Y.core.dtype} (the weight's)")
     Y_new, theta, eta, bound = _truncate_adaptive(C_tilde, U_hats, tau, adaptive, r_min, r_max)
+    if not (math.isfinite(theta) and math.isfinite(eta)):
+        raise FloatingPointError(f"tdlrt_step: the truncation tolerance ({theta}) or error ({eta}) "
+                                 f"is not finite; refusing a silent rank collapse")
     v_new = transport_velocity(grad_C, U_hats, Y_new.factors) if momentum else None
     info = _step_info(Y, G, C_hat, U_hats, grad_C, Y_new, theta, eta, bound, v_new, diagnostics)
     return Y_new, info

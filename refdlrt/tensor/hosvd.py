@@ -48,9 +48,12 @@ def tail_norms(sigma) -> np.ndarray:
         ``tails[0]`` is the norm of sigma and ``tails[k] = 0``. Non-increasing in r.
     """
     s = to_numpy(sigma).astype(np.float64)
-    s2 = s * s
+    m = float(s.max()) if s.size else 0.0
+    if not (m > 0.0 and np.isfinite(m)):  # all zero (or not finite: the caller rejects it)
+        m = 1.0
+    s2 = (s / m) ** 2  # scaled: no overflow or underflow for finite sigma
     tail2 = np.concatenate([np.cumsum(s2[::-1])[::-1], [0.0]])  # k+1; sum of s2[r:]
-    return np.sqrt(tail2)
+    return m * np.sqrt(tail2)
 
 
 def truncation_rank(sigma, theta, r_min: int = 1, r_max=None) -> int:

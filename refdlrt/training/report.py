@@ -7,6 +7,8 @@ import csv
 import json
 import os
 
+from .runs import mark_complete, write_json_atomic
+
 __all__ = ["summarize", "write_run", "format_summary"]
 
 
@@ -73,12 +75,15 @@ def _plots(out, history, steps):
     fig.tight_layout(), fig.savefig(os.path.join(out, "params.png"), dpi=100), plt.close(fig)
 
 
+RUN_OUTPUTS = ("history.json", "history.csv", "steps.csv", "loss_accuracy.png", "ranks.png",
+               "params.png", "checkpoint.npz", "summary.json")
+
+
 def write_run(trainer, out: str) -> dict:
-    """Write summary.json, history.json/.csv, steps.csv and the plots into ``out``."""
+    """Write history.json/.csv, steps.csv and the plots into ``out``, then summary.json last and
+    atomically: its presence marks the run complete (INCOMPLETE is removed after it)."""
     os.makedirs(out, exist_ok=True)
     summary = summarize(trainer)
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
     with open(os.path.join(out, "history.json"), "w") as f:
         json.dump(dict(epochs=trainer.history, steps=trainer.steps), f)
     cols = ["epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds",
@@ -86,6 +91,8 @@ def write_run(trainer, out: str) -> dict:
     _write_csv(os.path.join(out, "history.csv"), trainer.history, cols)
     _write_csv(os.path.join(out, "steps.csv"), trainer.steps, ["epoch", "step", "lr", "loss", "seconds", "ranks"])
     _plots(out, trainer.history, trainer.steps)
+    write_json_atomic(os.path.join(out, "summary.json"), summary)
+    mark_complete(out)
     return summary
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._checks import is_int
 from ..backend import namespace, to_numpy
 from ..dlrt.baselines import naive_factor_gradients
 from ..dlrt.integrator import tdlrt_step
@@ -67,33 +68,48 @@ class TrainConfig:
     widths: tuple = (32, 32, 64, 64)
 
     def validate(self):
+        """Check every field; messages name the field and its ``refdlrt train`` option."""
+        def opt(name):
+            return f"{name} (--{name.replace('_', '-')})"
+
         if self.model not in MODELS:
-            raise ValueError(f"model: expected one of {', '.join(MODELS)}, got {self.model!r}")
+            raise ValueError(f"{opt('model')}: expected one of {', '.join(MODELS)}, got {self.model!r}")
         if self.method not in METHODS:
-            raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {self.method!r}")
+            raise ValueError(f"{opt('method')}: expected one of {', '.join(METHODS)}, got {self.method!r}")
         if self.schedule not in ("cosine", "step", "constant"):
-            raise ValueError(f"schedule: expected cosine, step or constant, got {self.schedule!r}")
-        for name in ("epochs", "batch_size", "step_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
+            raise ValueError(f"{opt('schedule')}: expected cosine, step or constant, got {self.schedule!r}")
+        for name in ("epochs", "batch_size", "step_size", "r_min"):
+            v = getattr(self, name)
+            if not is_int(v) or v < 1:
+                raise ValueError(f"{opt(name)}: expected an integer >= 1, got {v!r}")
+        for name in ("seed", "warmup_epochs", "finetune_epochs"):
+            v = getattr(self, name)
+            if not is_int(v) or v < 0:
+                raise ValueError(f"{opt(name)}: expected an integer >= 0, got {v!r}")
+        if self.r_max is not None and (not is_int(self.r_max) or self.r_max < self.r_min):
+            raise ValueError(f"{opt('r_max')}: expected an integer >= r_min = {self.r_min}, got {self.r_max!r}")
+        if not self.widths or any(not is_int(w) or w < 1 for w in self.widths):
+            raise ValueError(f"{opt('widths')}: expected channel widths >= 1, got {list(self.widths)}")
         if not (self.gamma > 0 and math.isfinite(self.gamma)):
-            raise ValueError(f"gamma: expected a finite decay factor > 0, got {self.gamma}")
+            raise ValueError(f"{opt('gamma')}: expected a finite decay factor > 0, got {self.gamma}")
         if not 0 <= self.warmup_epochs < self.epochs:
-            raise ValueError(f"warmup_epochs: expected 0 <= warmup_epochs < epochs = {self.epochs}, "
+            raise ValueError(f"{opt('warmup_epochs')}: expected 0 <= warmup_epochs < epochs = {self.epochs}, "
                              f"got {self.warmup_epochs}")
         if not 0 <= self.finetune_epochs < self.epochs:
-            raise ValueError(f"finetune_epochs: expected 0 <= finetune_epochs < epochs = {self.epochs}, "
-                             f"got {self.finetune_epochs}")
+            raise ValueError(f"{opt('finetune_epochs')}: expected 0 <= finetune_epochs < epochs = "
+                             f"{self.epochs}, got {self.finetune_epochs}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr: expected a finite lr > 0, got {self.lr}")
+            raise ValueError(f"{opt('lr')}: expected a finite lr > 0, got {self.lr}")
         if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum: expected 0 <= momentum < 1, got {self.momentum}")
+            raise ValueError(f"{opt('momentum')}: expected 0 <= momentum < 1, got {self.momentum}")
         if not (self.tau >= 0 and math.isfinite(self.tau)):
-            raise ValueError(f"tau: expected a finite tau >= 0, got {self.tau}")
+            raise ValueError(f"{opt('tau')}: expected a finite tau >= 0, got {self.tau}")
+        if not (0 < self.init_rank <= 1):
+            raise ValueError(f"{opt('init_rank')}: expected 0 < init_rank <= 1, got {self.init_rank}")
         if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype: expected float32 or float64, got {self.dtype!r}")
+            raise ValueError(f"{opt('dtype')}: expected float32 or float64, got {self.dtype!r}")
         if self.backend not in ("numpy", "cupy"):
-            raise ValueError(f"backend: expected numpy or cupy, got {self.backend!r}")
+            raise ValueError(f"{opt('backend')}: expected numpy or cupy, got {self.backend!r}")
         return self
 
 
@@ -125,6 +141,12 @@ class Trainer:
             self.specs, cfg.method, self.rng, init_rank=cfg.init_rank, ranks=cfg.ranks,
             dtype=self.dtype, xp=self.xp,
         )
+        lowrank = sorted(n for n, kind in self.plan.items() if kind != "dense")
+        unknown = sorted(set(cfg.layer_r_max) - set(lowrank))
+        if unknown:
+            raise ValueError(f"layer_r_max (--layer-r-max): no low-rank layer named {', '.join(unknown)}; "
+                             f"the low-rank layers of {cfg.model} / {cfg.method} are "
+                             f"{', '.join(lowrank) or 'none'}")
         self.dense_reference = {  # dense parameter counts of the low-rank layers' weights
             ly.name: int(np.prod(ly.dense_shape)) for ly in self.layers if hasattr(ly, "weight")
         }
@@ -288,37 +310,80 @@ class Trainer:
         os.replace(tmp, path)
 
     @staticmethod
+    def _read(path) -> dict:
+        """Every array of a checkpoint; one clear message (never NumPy's advice to unpickle)."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"checkpoint {path}: no such file") from None
+        except Exception as e:  # noqa: BLE001 - any unreadable file gets one clear message
+            why = "it holds pickled objects, refused" if "pickle" in str(e) else str(e).split(";")[0]
+            raise ValueError(f"checkpoint {path}: not a refdlrt checkpoint (expected an .npz written "
+                             f"by Trainer.save): {why}") from None
+
+    @staticmethod
     def read_meta(path) -> dict:
         """The checkpoint's metadata (config, epoch, history, RNG state)."""
+        arrays = Trainer._read(path)
         try:
-            with np.load(path) as z:
-                return json.loads(str(z["meta"]))
-        except FileNotFoundError:
-            raise
-        except Exception as e:  # noqa: BLE001 - any unreadable file gets one clear message
-            raise ValueError(f"{path}: not a refdlrt checkpoint (expected an npz written by "
-                             f"Trainer.save with a 'meta' entry): {e}") from e
+            meta = json.loads(str(arrays["meta"]))
+            if not {"config", "epoch", "history", "steps", "rng"} <= set(meta):
+                raise KeyError("config, epoch, history, steps, rng")
+            return meta
+        except (KeyError, ValueError, TypeError) as e:
+            raise ValueError(f"checkpoint {path}: its metadata is missing or damaged ({e}); "
+                             f"not a refdlrt checkpoint") from None
 
     @classmethod
     def load(cls, path, data: Dataset) -> "Trainer":
         """Rebuild a trainer from a checkpoint; continuing it gives the same numbers as an
-        uninterrupted run (bit for bit on the CPU)."""
+        uninterrupted run (bit for bit on the CPU). Every array is checked against the model
+        the checkpoint's configuration builds: a missing or misshapen array is a clear error."""
         meta = cls.read_meta(path)
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in z.files if k != "meta"}
-        cfg = meta["config"]
+        arrays = cls._read(path)
+        cfg = dict(meta["config"])
         cfg["widths"] = tuple(cfg["widths"])
-        tr = cls(TrainConfig(**cfg), data)
+        try:
+            tr = cls(TrainConfig(**cfg), data)
+        except TypeError as e:
+            raise ValueError(f"checkpoint {path}: its configuration does not fit this refdlrt ({e})") from None
         xp = tr.xp
+
+        def get(key, like):
+            if key not in arrays:
+                raise ValueError(f"checkpoint {path}: missing array {key!r} (damaged, or written for "
+                                 f"another model)")
+            a = arrays[key]
+            if tuple(a.shape) != tuple(like.shape) and like is not None:
+                raise ValueError(f"checkpoint {path}: array {key!r} has shape {tuple(a.shape)}, the "
+                                 f"model expects {tuple(like.shape)}")
+            if a.dtype != like.dtype:
+                raise ValueError(f"checkpoint {path}: array {key!r} has dtype {a.dtype}, the model "
+                                 f"expects {like.dtype}")
+            return xp.asarray(a)
+
         for k, ly in enumerate(tr.layers):
             for name in list(ly.params):
-                ly.params[name] = xp.asarray(arrays[f"layer{k}/param/{name}"])
+                ly.params[name] = get(f"layer{k}/param/{name}", ly.params[name])
             for name in list(getattr(ly, "state", {})):
-                ly.state[name] = xp.asarray(arrays[f"layer{k}/state/{name}"])
+                ly.state[name] = get(f"layer{k}/state/{name}", ly.state[name])
             if hasattr(ly, "weight"):
                 d = ly.weight.ndim
-                ly.weight = Tucker(xp.asarray(arrays[f"layer{k}/core"]),
-                                   tuple(xp.asarray(arrays[f"layer{k}/factor{i}"]) for i in range(d)))
+                core = arrays.get(f"layer{k}/core")
+                if core is None:
+                    raise ValueError(f"checkpoint {path}: missing array 'layer{k}/core'")
+                factors = []
+                for i in range(d):
+                    key = f"layer{k}/factor{i}"
+                    if key not in arrays:
+                        raise ValueError(f"checkpoint {path}: missing array {key!r} (damaged, or "
+                                         f"written for another model)")
+                    factors.append(xp.asarray(arrays[key]))
+                try:
+                    ly.weight = Tucker(xp.asarray(core), tuple(factors))
+                except (ValueError, TypeError) as e:
+                    raise ValueError(f"checkpoint {path}: layer {ly.name}: {e}") from None
         tr.velocity = {}
         for key, v in arrays.items():
             if key.startswith("velocity/"):
@@ -326,4 +391,6 @@ class Trainer:
                 tr.velocity[(int(k), name)] = xp.asarray(v)
         tr.rng.bit_generator.state = meta["rng"]
         tr.epoch, tr.history, tr.steps = meta["epoch"], meta["history"], meta["steps"]
+        if not is_int(tr.epoch) or tr.epoch < 0:
+            raise ValueError(f"checkpoint {path}: epoch {tr.epoch!r} is not a count of epochs")
         return tr

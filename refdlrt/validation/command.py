@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from ..backend import namespace
+from ..training.runs import check_writable
 from . import check_names, claim_names, format_table, run_validation
 
 __all__ = ["add_validate_parser", "cmd_validate", "main"]
@@ -53,6 +54,9 @@ def cmd_validate(args) -> int:
     def echo(res):
         print(f"  {res.name:<16} {res.status:<8} ({res.seconds:.1f} s)", flush=True)
 
+    if args.seed < 0:
+        raise ValueError(f"--seed: expected an integer >= 0, got {args.seed}")
+    check_writable(args.out, "--out")  # before any claim runs
     namespace(args.backend)  # ValueError now, before any output, when cupy has no GPU
     print(f"refdlrt validate: {'quick' if args.quick else 'full'} mode, backend {args.backend}, "
           f"seed {args.seed}, out {args.out}", flush=True)
@@ -70,7 +74,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as e:  # e.g. --backend cupy without a GPU
+    except (ValueError, OSError) as e:  # e.g. --backend cupy without a GPU, --out not writable
         print(f"refdlrt validate: error: {e}", file=sys.stderr)
         return 2
 
