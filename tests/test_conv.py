@@ -511,3 +511,14 @@ def test_weight_grad_rejects_bad_shapes():
         conv2d_weight_grad(x, dy[0], 3)
     with pytest.raises(ValueError, match=r"dy"):
         conv2d_weight_grad(x, np.zeros((2, 4, 6, 5)), 3)
+
+
+def test_backward_without_dx_gives_the_same_dw_db_and_no_dx(rng):
+    x, w, b = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(4)
+    y, cache = conv2d_forward(x, w, b, stride=(2, 1), padding=1)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = conv2d_backward(dy, cache)
+    none, dw2, db2 = conv2d_backward(dy, cache, need_dx=False)
+    assert none is None and dx is not None
+    np.testing.assert_array_equal(dw2, dw)
+    np.testing.assert_array_equal(db2, db)

@@ -90,8 +90,9 @@ class Conv2d(Layer):
         )
         return y
 
-    def backward(self, dy):
-        dx, dw, db = conv2d_backward(dy, self._cached())
+    def backward(self, dy, *, need_dx: bool = True):
+        """Sets grads["w"], grads["b"]; returns dx (None with ``need_dx=False``)."""
+        dx, dw, db = conv2d_backward(dy, self._cached(), need_dx=need_dx)
         self.grads["w"] = dw
         if "b" in self.params:
             self.grads["b"] = db

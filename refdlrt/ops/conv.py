@@ -308,8 +308,10 @@ def _backward(dy, x, w, g: ConvGeometry, *, need_dx: bool):
     return dx, dw
 
 
-def conv2d_backward(dy, cache):
-    """Gradients of :func:`conv2d_forward`: (dx, dw, db), db None when there was no bias.
+def conv2d_backward(dy, cache, *, need_dx: bool = True):
+    """Gradients of :func:`conv2d_forward`: (dx, dw, db), db None when there was no bias, dx
+    None with ``need_dx=False`` (the first layer of a network: nobody needs its input gradient,
+    and it is a third of the backward's work).
 
     Notes
     -----
@@ -320,7 +322,7 @@ def conv2d_backward(dy, cache):
     """
     x, w, has_bias, g = cache
     _check_dy(dy, g, x.dtype)
-    dx, dw = _backward(dy, x, w, g, need_dx=True)
+    dx, dw = _backward(dy, x, w, g, need_dx=need_dx)
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dw, db
 
