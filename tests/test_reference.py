@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import tucker_configs
@@ -12,6 +13,7 @@ from refdlrt.backend import to_numpy
 from refdlrt.dlrt.integrator import tdlrt_step
 from refdlrt.dlrt.problems import random_quadratic, random_tucker
 from refdlrt.dlrt.reference import tdlrt_step_reference
+from refdlrt.tensor.tucker import Tucker
 
 
 def same(Y1, Y2):
@@ -52,3 +54,16 @@ def test_the_equality_test_sees_a_difference_in_the_full_step(monkeypatch):
     except AssertionError:
         return
     raise AssertionError("the planted bug went unnoticed")
+
+
+@pytest.mark.parametrize("lr", [1e-4, 1e-6])
+def test_float32_small_steps_keep_their_new_directions_in_the_textbook_step(lr):
+    """The textbook step augments from [U | grad_K] too: a float32 step far below ||K|| keeps its
+    r new directions (from [K | U] they round away), so with tau = 0 the rank doubles."""
+    rng = np.random.default_rng(12)
+    n, r = 64, 8
+    U = np.linalg.qr(rng.standard_normal((n, r)))[0].astype(np.float32)
+    V = np.linalg.qr(rng.standard_normal((n, r)))[0].astype(np.float32)
+    Y = Tucker(np.diag(np.linspace(20.0, 1.0, r)).astype(np.float32), (U, V))
+    G = rng.standard_normal((n, n)).astype(np.float32)
+    assert tdlrt_step_reference(Y, G, lr, 0.0).ranks == (2 * r, 2 * r)
