@@ -15,6 +15,7 @@ The package is layered, bottom to top; a module imports only from its own layer 
 ``training``    the trainer, checkpoints, run reports, datasets
 ``validation``  the numerical checks of the paper's claims (``refdlrt validate``)
 ``oracle``      golden cases and the conformance checker for other implementations
+``experiments`` grids of training runs on Dask, resumable, tables and figures (``refdlrt sweep``)
 ``explain``     one step printed intermediate by intermediate (``refdlrt explain``)
 ``cli``         the ``refdlrt`` command
 =============  ==============================================================================

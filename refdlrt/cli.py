@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .training.command import add_train_parser
 
     add_train_parser(sub)
+    from .experiments.command import add_sweep_parser
+
+    add_sweep_parser(sub)
     from .validation.command import add_validate_parser
 
     add_validate_parser(sub)
@@ -73,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run the command; every error ends in one line naming the option or file, what was
     expected and what was found, and a non-zero exit status (2: usage or input, 1: a check
-    failed, 3: training diverged, 130: interrupted). ``--debug`` shows the traceback."""
+    failed or a sweep's cell failed with an error, 3: training diverged, 130: interrupted).
+    ``--debug`` shows the traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -28,7 +28,8 @@ RUN_OPTIONS = {
     "r_min": "--r-min", "r_max": "--r-max", "layer_r_max": "--layer-r-max",
     "warmup_epochs": "--warmup-epochs", "conv_adaptive_modes": "--conv-adaptive-modes",
     "finetune_epochs": "--finetune-epochs", "widths": "--widths", "data": "--data",
-    "dtype": "--dtype", "backend": "--backend",
+    "dtype": "--dtype", "backend": "--backend", "train_size": "--train-size",
+    "val_fraction": "--val-fraction",
 }
 # with --resume: the total number of epochs may grow, and the data folder may have moved
 RESUME_ALLOWED = ("epochs", "data")
@@ -204,6 +205,11 @@ def add_train_parser(sub):
                     help="'embedded' (the MNIST split inside the package) or a folder of MNIST / "
                          "Fashion-MNIST IDX or CIFAR-10 files (default embedded; with --resume: the "
                          "checkpoint's)")
+    tr.add_argument("--train-size", type=int,
+                    help="keep the first N training images (default: all)")
+    tr.add_argument("--val-fraction", type=float,
+                    help="share of the training images held out as a validation split, chosen by "
+                         "--seed; the summary reports its accuracy (default 0: none)")
     tr.add_argument("--dtype", choices=("float32", "float64"), help=f"precision (default {d.dtype})")
     tr.add_argument("--backend", choices=("numpy", "cupy"), help=f"array library (default {d.backend})")
     tr.add_argument("--out", help="run folder, new or empty (default: a fresh runs/<method>-<time>)")

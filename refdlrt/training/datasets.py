@@ -21,7 +21,7 @@ from .._checks import is_int
 
 __all__ = ["Dataset", "standardize", "read_idx", "load_mnist_dir", "load_fashion_mnist",
            "load_embedded_mnist", "embedded_mnist_split", "load_cifar10_dir", "load_dataset",
-           "iterate_minibatches", "FASHION_MNIST_DEBIAN_DIR"]
+           "iterate_minibatches", "holdout", "FASHION_MNIST_DEBIAN_DIR", "VAL_SPLIT_STREAM"]
 
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 """Where Debian's ``dataset-fashion-mnist`` package installs the full Fashion-MNIST (IDX, gzip)."""
@@ -56,6 +56,8 @@ class Dataset:
 
     x_train, x_test: float32 (N, C, H, W), in [0, 1] as loaded; y_train, y_test: int64 (N,) in
     0..n_classes-1; name: "mnist", "fashion-mnist", "cifar10"; source: directory or "embedded".
+    x_val, y_val: an optional validation split held out from the training images by
+    :func:`holdout` (None when there is none; loaders never set it).
     """
 
     x_train: np.ndarray
@@ -65,9 +67,13 @@ class Dataset:
     name: str
     n_classes: int
     source: str
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
     def __post_init__(self):
-        for split in ("train", "test"):
+        if (self.x_val is None) != (self.y_val is None):
+            raise ValueError("x_val, y_val: expected both or neither")
+        for split in ("train", "test") + (("val",) if self.x_val is not None else ()):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             _check_array(x, np.float32, 4, f"x_{split}", "N, C, H, W")
             _check_array(y, np.int64, 1, f"y_{split}", "N,")
@@ -86,8 +92,9 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
     def __repr__(self):
+        val = "" if self.x_val is None else f", val={self.x_val.shape}"
         return (f"Dataset(name={self.name!r}, n_classes={self.n_classes}, "
-                f"train={self.x_train.shape}, test={self.x_test.shape}, source={self.source!r})")
+                f"train={self.x_train.shape}{val}, test={self.x_test.shape}, source={self.source!r})")
 
 
 def standardize(ds: Dataset) -> Dataset:
@@ -95,9 +102,9 @@ def standardize(ds: Dataset) -> Dataset:
 
     Notes
     -----
-    x'[n, c] = (x[n, c] - mu_c) / sigma_c for both splits, where mu_c and sigma_c are the mean and
+    x'[n, c] = (x[n, c] - mu_c) / sigma_c for every split, where mu_c and sigma_c are the mean and
     (population) standard deviation of channel c over all training pixels (axes N, H, W), computed
-    in float64. The test split never enters the statistics.
+    in float64. The test and validation splits never enter the statistics.
     """
     x64 = ds.x_train.astype(np.float64)
     mu = x64.mean(axis=(0, 2, 3), keepdims=True)  # 1, C, 1, 1
@@ -107,7 +114,58 @@ def standardize(ds: Dataset) -> Dataset:
                          f"standard deviations {sigma.ravel().tolist()}")
     x_train = ((x64 - mu) / sigma).astype(np.float32)
     x_test = ((ds.x_test.astype(np.float64) - mu) / sigma).astype(np.float32)
-    return replace(ds, x_train=x_train, x_test=x_test)
+    extra = {}
+    if ds.x_val is not None:
+        extra["x_val"] = ((ds.x_val.astype(np.float64) - mu) / sigma).astype(np.float32)
+    return replace(ds, x_train=x_train, x_test=x_test, **extra)
+
+
+VAL_SPLIT_STREAM = 0x76616C  # "val": the validation split's generator is seeded (seed, this)
+
+
+def holdout(ds: Dataset, *, train_size: int | None = None, val_fraction: float = 0.0,
+            seed: int = 0) -> Dataset:
+    """Keep the first ``train_size`` training images (all if None) and hold out a validation
+    split of ``round(val_fraction * n)`` of them; the test split is never touched.
+
+    Parameters
+    ----------
+    ds : Dataset
+        As loaded (no validation split yet).
+    train_size : int or None
+        Number of training images kept, the first ones in the loader's order.
+    val_fraction : float
+        Share of the kept training images held out, in [0, 1).
+    seed : int
+        The split is ``np.random.default_rng((seed, VAL_SPLIT_STREAM)).permutation(n)``: its
+        first ``n_val`` rows are the validation split, the others (in their original order) stay
+        training images. A generator of its own, so the training run's stream is unchanged.
+
+    Returns
+    -------
+    Dataset
+        With ``x_val``, ``y_val`` set when ``val_fraction > 0``; ``ds`` itself when nothing
+        changes.
+    """
+    n = len(ds.y_train)
+    if train_size is not None:
+        if not is_int(train_size) or not 1 <= train_size <= n:
+            raise ValueError(f"train_size (--train-size): expected an integer in 1..{n} (the "
+                             f"training images of {ds.name}), got {train_size!r}")
+        if train_size < n:
+            ds = replace(ds, x_train=ds.x_train[:train_size], y_train=ds.y_train[:train_size])
+            n = train_size
+    if not val_fraction:
+        return ds
+    n_val = int(round(val_fraction * n))
+    if not 1 <= n_val < n:
+        raise ValueError(f"val_fraction (--val-fraction): {val_fraction} of {n} training images "
+                         f"holds out {n_val}; expected at least one for validation and one for "
+                         f"training")
+    p = np.random.default_rng((seed, VAL_SPLIT_STREAM)).permutation(n)
+    val, train = p[:n_val], np.sort(p[n_val:])
+    return replace(ds, x_train=ds.x_train[train], y_train=ds.y_train[train],
+                   x_val=ds.x_train[val], y_val=ds.y_train[val])
 
 
 # ----------------------------------------------------------------------------- IDX files

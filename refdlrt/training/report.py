@@ -24,6 +24,7 @@ def summarize(trainer) -> dict:
         epochs=len(trainer.history),
         test_accuracy=last["test_accuracy"],
         test_loss=last["test_loss"],
+        val_accuracy=last.get("val_accuracy"),  # None without a validation split (val_fraction 0)
         train_loss=last["train_loss"],
         train_accuracy=last["train_accuracy"],
         ranks=last["ranks"],
@@ -54,6 +55,8 @@ def _plots(out, history, steps):
     a.plot([s["loss"] for s in steps], lw=0.6, label="train loss (per step)")
     a.set_xlabel("step"), a.set_ylabel("loss"), a.set_yscale("log"), a.legend()
     b.plot(ep, [h["train_accuracy"] for h in history], "o-", label="train")
+    if "val_accuracy" in history[-1]:
+        b.plot(ep, [h["val_accuracy"] for h in history], "^-", label="validation")
     b.plot(ep, [h["test_accuracy"] for h in history], "s-", label="test")
     b.set_xlabel("epoch"), b.set_ylabel("accuracy"), b.legend()
     fig.tight_layout(), fig.savefig(os.path.join(out, "loss_accuracy.png"), dpi=100), plt.close(fig)
@@ -79,18 +82,21 @@ RUN_OUTPUTS = ("history.json", "history.csv", "steps.csv", "loss_accuracy.png", 
                "params.png", "checkpoint.npz", "summary.json")
 
 
-def write_run(trainer, out: str) -> dict:
-    """Write history.json/.csv, steps.csv and the plots into ``out``, then summary.json last and
-    atomically: its presence marks the run complete (INCOMPLETE is removed after it)."""
+def write_run(trainer, out: str, *, plots: bool = True) -> dict:
+    """Write history.json/.csv, steps.csv and the plots (unless ``plots`` is false) into ``out``,
+    then summary.json last and atomically: its presence marks the run complete (INCOMPLETE is
+    removed after it)."""
     os.makedirs(out, exist_ok=True)
     summary = summarize(trainer)
     with open(os.path.join(out, "history.json"), "w") as f:
         json.dump(dict(epochs=trainer.history, steps=trainer.steps), f)
-    cols = ["epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds",
-            "lowrank_param_fraction", "conv_compression", "ranks"]
+    val = ["val_loss", "val_accuracy"] if "val_accuracy" in trainer.history[-1] else []
+    cols = ["epoch", "lr", "train_loss", "train_accuracy", *val, "test_loss", "test_accuracy",
+            "seconds", "lowrank_param_fraction", "conv_compression", "ranks"]
     _write_csv(os.path.join(out, "history.csv"), trainer.history, cols)
     _write_csv(os.path.join(out, "steps.csv"), trainer.steps, ["epoch", "step", "lr", "loss", "seconds", "ranks"])
-    _plots(out, trainer.history, trainer.steps)
+    if plots:
+        _plots(out, trainer.history, trainer.steps)
     write_json_atomic(os.path.join(out, "summary.json"), summary)
     mark_complete(out)
     return summary
@@ -101,6 +107,8 @@ def format_summary(summary: dict) -> str:
     rows = [
         ("method", summary["method"]),
         ("test accuracy", f"{100 * summary['test_accuracy']:.2f} %"),
+    ] + ([("validation accuracy", f"{100 * summary['val_accuracy']:.2f} %")]
+         if summary.get("val_accuracy") is not None else []) + [
         ("train loss", f"{summary['train_loss']:.4f}"),
         ("low-rank params / dense", f"{100 * summary['lowrank_param_fraction']:.1f} %"),
         ("conv compression", f"{100 * summary['conv_compression']:.1f} %"),

@@ -30,7 +30,7 @@ from ..dlrt.integrator import tdlrt_step
 from ..nn.models import METHODS, MODELS, build_model
 from ..ops.loss import softmax_cross_entropy, softmax_cross_entropy_backward
 from ..tensor.tucker import Tucker
-from .datasets import Dataset, iterate_minibatches, standardize
+from .datasets import Dataset, holdout, iterate_minibatches, standardize
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "learning_rate"]
 
@@ -66,6 +66,8 @@ class TrainConfig:
     dtype: str = "float32"
     backend: str = "numpy"
     widths: tuple = (32, 32, 64, 64)
+    train_size: int | None = None  # keep the first train_size training images (None: all)
+    val_fraction: float = 0.0  # share of them held out for validation, split by seed (0: none)
 
     def validate(self):
         """Check every field; messages name the field and its ``refdlrt train`` option."""
@@ -110,6 +112,12 @@ class TrainConfig:
             raise ValueError(f"{opt('dtype')}: expected float32 or float64, got {self.dtype!r}")
         if self.backend not in ("numpy", "cupy"):
             raise ValueError(f"{opt('backend')}: expected numpy or cupy, got {self.backend!r}")
+        if self.train_size is not None and (not is_int(self.train_size) or self.train_size < 1):
+            raise ValueError(f"{opt('train_size')}: expected an integer >= 1 or none, got "
+                             f"{self.train_size!r}")
+        if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1):
+            raise ValueError(f"{opt('val_fraction')}: expected 0 <= val_fraction < 1, got "
+                             f"{self.val_fraction!r}")
         return self
 
 
@@ -129,6 +137,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, data: Dataset):
         self.cfg = cfg.validate()
         self.xp = namespace(cfg.backend)
+        data = holdout(data, train_size=cfg.train_size, val_fraction=cfg.val_fraction, seed=cfg.seed)
         self.data = standardize(data)
         self.dtype = np.dtype(cfg.dtype)
         self.rng = np.random.default_rng(cfg.seed)
@@ -280,9 +289,13 @@ class Trainer:
         self._check_finite()
         seconds = time.perf_counter() - t0
         test_loss, test_acc = self.evaluate(ds.x_test, ds.y_test)
+        val = {}
+        if ds.x_val is not None:
+            val_loss, val_acc = self.evaluate(ds.x_val, ds.y_val)
+            val = dict(val_loss=val_loss, val_accuracy=val_acc)
         row = dict(epoch=self.epoch + 1, lr=lr, train_loss=float(np.mean(losses)),
-                   train_accuracy=float(np.mean(accs)), test_loss=test_loss, test_accuracy=test_acc,
-                   seconds=seconds, ranks=self.ranks(), **self.counts())
+                   train_accuracy=float(np.mean(accs)), **val, test_loss=test_loss,
+                   test_accuracy=test_acc, seconds=seconds, ranks=self.ranks(), **self.counts())
         self.history.append(row)
         self.epoch += 1
         return row
