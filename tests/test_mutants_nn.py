@@ -1,0 +1,268 @@
+"""Tests that kill mutmut survivors in refdlrt/nn (lowrank_layers, lowrank_projectors).
+
+Mutants killed (mutmut 3.8.1, see tests/README.md): the argument defaults of
+tucker_conv2d_forward, TuckerConv2d.__init__/from_dense, MatrixConv2d.__init__/from_dense; every
+name / layout string of the messages (_check_input, _check_bias, _check_geometry, _check_dy,
+tucker_conv2d_forward/backward, the from_dense and forward checks); _check_geometry 20 (padding
+< 0 accepted); b, ranks, padding and dilation passed on by from_dense; projectors: the cached
+z1 / dz2 reuse (_project_channels 2, 3 and the _reduced own-factor arguments), the memo size
+(_remember 8) and "never hand out the memoised array" (project 35, 37).
+
+Expectations are literal messages written from the source's f-strings, output shapes from the
+convolution size formula, and counts of the contractions the docstrings promise to skip.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import refdlrt.nn.lowrank_projectors as lp
+from refdlrt.dlrt.problems import random_tucker
+from refdlrt.nn.lowrank_layers import (
+    LowRankLinear,
+    MatrixConv2d,
+    TuckerConv2d,
+    tucker_conv2d_backward,
+    tucker_conv2d_forward,
+)
+
+
+def _exact(msg: str) -> str:
+    return "^" + re.escape(msg) + "$"
+
+
+def _raises(err, msg, fn, *args, **kwargs):
+    with pytest.raises(err, match=_exact(msg)):
+        fn(*args, **kwargs)
+
+
+# --- defaults ---------------------------------------------------------------------------------
+
+
+def test_conv_layer_defaults_are_stride_1_padding_0_dilation_1(rng):
+    Y4 = random_tucker((4, 3, 3, 3), (2, 2, 2, 2), rng)
+    x = rng.standard_normal((2, 3, 7, 6))
+    # 3x3 kernel, stride 1, no padding, dilation 1: (7 - 2, 6 - 2)
+    y, _ = tucker_conv2d_forward(x, Y4)
+    assert y.shape == (2, 4, 5, 4)
+    assert TuckerConv2d(Y4).forward(x).shape == (2, 4, 5, 4)
+    assert TuckerConv2d.from_dense(Y4.to_tensor()).forward(x).shape == (2, 4, 5, 4)
+    w = rng.standard_normal((4, 3, 3, 3))
+    assert MatrixConv2d.from_dense(w).forward(x).shape == (2, 4, 5, 4)
+    # MatrixConv2d's kernel_size defaults to 3: a (4, 27) weight is C_in = 3, 3x3
+    layer = MatrixConv2d(random_tucker((4, 27), (2, 2), rng))
+    assert layer.kernel_size == (3, 3) and layer.in_channels == 3
+    assert layer.forward(x).shape == (2, 4, 5, 4)
+
+
+def test_from_dense_passes_on_b_ranks_and_geometry(rng):
+    w4, w2, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((5, 6)), rng.standard_normal(4)
+    t = TuckerConv2d.from_dense(w4, b, (2, 2, 2, 2), stride=2, padding=3, dilation=2)
+    assert (t.stride, t.padding, t.dilation) == ((2, 2), (3, 3), (2, 2))
+    assert t.weight.ranks == (2, 2, 2, 2) and t.params["b"] is b
+    m = MatrixConv2d.from_dense(w4, b, (2, 3), stride=2, padding=3, dilation=2)
+    assert (m.stride, m.padding, m.dilation) == ((2, 2), (3, 3), (2, 2))
+    assert m.weight.ranks == (2, 3) and m.params["b"] is b
+    b5 = rng.standard_normal(5)
+    lin = LowRankLinear.from_dense(w2, b5, (2, 3))
+    assert lin.weight.ranks == (2, 3) and lin.params["b"] is b5
+
+
+# --- messages ---------------------------------------------------------------------------------
+
+
+def test_geometry_rejects_negative_padding_and_names_each_argument(rng):
+    Y4 = random_tucker((4, 3, 3, 3), (2, 2, 2, 2), rng)
+    geo = "expected stride >= 1, dilation >= 1, padding >= 0; got stride={}, padding={}, dilation={}"
+    _raises(ValueError, geo.format((1, 1), (-1, -1), (1, 1)), TuckerConv2d, Y4, padding=-1)
+    _raises(ValueError, geo.format((1, 1), (0, 0), (0, 0)), TuckerConv2d, Y4, dilation=0)
+    for name in ("stride", "padding", "dilation"):
+        msg = f"{name}: expected an int or a pair of ints, got 1.5"
+        _raises(TypeError, msg, TuckerConv2d, Y4, **{name: 1.5})
+
+
+def test_matrix_conv_kernel_size_messages(rng):
+    Y2 = random_tucker((4, 27), (2, 2), rng)
+    _raises(TypeError, "kernel_size: expected an int or a pair of ints, got 1.5", MatrixConv2d, Y2, kernel_size=1.5)
+    _raises(ValueError, "MatrixConv2d: kernel_size must be positive, got (0, 3)", MatrixConv2d, Y2, kernel_size=(0, 3))
+    msg = "MatrixConv2d: weight shape (4, 10) does not fit kernel_size (3, 3): columns must be C_in * 9"
+    _raises(ValueError, msg, MatrixConv2d, random_tucker((4, 10), (2, 2), rng), kernel_size=3)
+
+
+def test_from_dense_messages():
+    for cls, layout, ndim in (
+        (TuckerConv2d, "C_out, C_in, kh, kw", 4),
+        (MatrixConv2d, "C_out, C_in, kh, kw", 4),
+        (LowRankLinear, "out, in", 2),
+    ):
+        who = f"{cls.__name__}.from_dense: w"
+        _raises(TypeError, f"{who}: expected dtype float32 or float64, got int64", cls.from_dense,
+                np.zeros((2,) * ndim, dtype=np.int64))
+        _raises(ValueError, f"{who}: expected a {ndim}-d array ({layout}), got shape (2, 2, 2)",
+                cls.from_dense, np.zeros((2, 2, 2)))
+
+
+def test_forward_input_and_bias_messages(rng):
+    Y4 = random_tucker((4, 3, 3, 3), (2, 2, 2, 2), rng)
+    Y2 = random_tucker((4, 27), (2, 2), rng)
+    lin = LowRankLinear(random_tucker((4, 6), (2, 2), rng))
+    tc = "tucker_conv2d_forward"
+    x4, x3 = np.zeros((1, 3, 5, 5)), np.zeros((3, 5, 5))
+    cases = [
+        (tucker_conv2d_forward, (x3, Y4), ValueError,
+         f"{tc}: x: expected a 4-d array (N, C_in, H, W), got shape (3, 5, 5)"),
+        (tucker_conv2d_forward, (x4.astype(int), Y4), TypeError,
+         f"{tc}: x: expected dtype float32 or float64, got int64"),
+        (tucker_conv2d_forward, (x4, Y4, np.zeros(3)), ValueError,
+         f"{tc}: b: expected shape (4,) (one per output), got (3,)"),
+        (tucker_conv2d_forward, (x4, Y4, np.zeros(4, dtype=int)), TypeError,
+         f"{tc}: b: expected dtype float32 or float64, got int64"),
+        (tucker_conv2d_forward, (x4, Y4.to_tensor()), TypeError,
+         f"{tc}: Y: expected an order-4 Tucker tensor, got ndarray"),
+        (tucker_conv2d_forward, (x4, Y2), TypeError,
+         f"{tc}: Y: expected an order-4 Tucker tensor, got Tucker of order 2"),
+        (TuckerConv2d(Y4).forward, (x3,), ValueError,
+         f"{tc}: x: expected a 4-d array (N, C_in, H, W), got shape (3, 5, 5)"),
+        (MatrixConv2d(Y2).forward, (x3,), ValueError,
+         "MatrixConv2d: x: expected a 4-d array (N, C_in, H, W), got shape (3, 5, 5)"),
+        (MatrixConv2d(Y2).forward, (x4.astype(int),), TypeError,
+         "MatrixConv2d: x: expected dtype float32 or float64, got int64"),
+        (lin.forward, (np.zeros((2, 6, 1)),), ValueError,
+         "LowRankLinear: x: expected a 2-d array (N, in), got shape (2, 6, 1)"),
+        (lin.forward, (np.zeros((2, 6), dtype=int),), TypeError,
+         "LowRankLinear: x: expected dtype float32 or float64, got int64"),
+        (TuckerConv2d, (Y4, np.zeros(4, dtype=int)), TypeError,
+         "TuckerConv2d: b: expected dtype float32 or float64, got int64"),
+        (LowRankLinear, (random_tucker((4, 6), (2, 2), rng), np.zeros(3)), ValueError,
+         "LowRankLinear: b: expected shape (4,) (one per output), got (3,)"),
+    ]
+    for fn, args, err, msg in cases:
+        _raises(err, msg, fn, *args)
+
+
+def test_backward_dy_messages(rng):
+    Y4 = random_tucker((4, 3, 3, 3), (2, 2, 2, 2), rng)
+    x = rng.standard_normal((1, 3, 5, 5))
+    _, cache = tucker_conv2d_forward(x, Y4)
+    tb = "tucker_conv2d_backward: dy"
+    _raises(ValueError, f"{tb}: expected shape (1, 4, 3, 3) (the output's), got (1, 4, 3, 2)",
+            tucker_conv2d_backward, np.zeros((1, 4, 3, 2)), cache)
+    _raises(TypeError, f"{tb}: expected dtype float64, got float32",
+            tucker_conv2d_backward, np.zeros((1, 4, 3, 3), dtype=np.float32), cache)
+    lin = LowRankLinear(random_tucker((4, 6), (2, 2), rng))
+    lin.forward(rng.standard_normal((2, 6)))
+    _raises(ValueError, "LowRankLinear: dy: expected shape (2, 4) (the output's), got (2, 3)",
+            lin.backward, np.zeros((2, 3)))
+    _raises(TypeError, "LowRankLinear: dy: expected dtype float64, got float32",
+            lin.backward, np.zeros((2, 4), dtype=np.float32))
+    _raises(TypeError, "LowRankLinear: dy: expected dtype float32 or float64, got int64",
+            lin.backward, np.zeros((2, 4), dtype=np.int64))
+
+
+# --- projectors: cache reuse, memo size, copies -------------------------------------------------
+
+
+def _count(monkeypatch, name):
+    calls = []
+    real = getattr(lp, name)
+
+    def counted(*a, **k):
+        calls.append(name)
+        return real(*a, **k)
+
+    monkeypatch.setattr(lp, name, counted)
+    return calls
+
+
+def _orth(rng, n, r):
+    return np.linalg.qr(rng.standard_normal((n, r)))[0]
+
+
+def test_tucker_projector_reuses_z1_and_dz2_for_the_layer_factors(rng, monkeypatch):
+    layer = TuckerConv2d(random_tucker((4, 3, 3, 3), (2, 2, 2, 2), rng), padding=1)
+    layer.forward(rng.standard_normal((2, 3, 5, 5)))
+    layer.backward(rng.standard_normal((2, 4, 5, 5)))
+    P = layer.projector()
+    U0, U1 = layer.weight.factors[:2]
+    calls = _count(monkeypatch, "channel_matmul")
+    P.project([U0.copy(), _orth(rng, 3, 2), None, None])  # dz2 reused: one channel contraction (x)
+    assert len(calls) == 1
+    P.project([_orth(rng, 4, 2), U1.copy(), None, None])  # z1 reused: one (dy)
+    assert len(calls) == 2
+
+
+def test_matrix_conv_projector_reuses_z1_and_dz2(rng, monkeypatch):
+    layer = MatrixConv2d(random_tucker((4, 27), (2, 2), rng), kernel_size=3, padding=1)
+    layer.forward(rng.standard_normal((2, 3, 5, 5)))
+    layer.backward(rng.standard_normal((2, 4, 5, 5)))
+    P = layer.projector()
+    U0, U1 = layer.weight.factors
+    cm, cf = _count(monkeypatch, "channel_matmul"), _count(monkeypatch, "conv2d_forward")
+    P.project([U0.copy(), U1.copy()])  # both cached: no contraction with x or dy
+    assert (len(cm), len(cf)) == (0, 0)
+    P.project([_orth(rng, 4, 2), U1.copy()])
+    assert (len(cm), len(cf)) == (1, 0)
+
+
+class _CountingArray(np.ndarray):
+    """An ndarray that counts the matmuls it is the left operand of."""
+
+    matmuls = 0
+
+    def __matmul__(self, other):
+        type(self).matmuls += 1
+        return np.asarray(self) @ np.asarray(other)
+
+
+def test_linear_projector_reuses_z1_and_dz2(rng):
+    layer = LowRankLinear(random_tucker((4, 6), (2, 2), rng))
+    x = rng.standard_normal((3, 6)).view(_CountingArray)
+    dy = rng.standard_normal((3, 4)).view(_CountingArray)
+    layer.forward(x)
+    layer.backward(dy)
+    P = layer.projector()
+    U0, U1 = layer.weight.factors
+    _CountingArray.matmuls = 0
+    P.project([U0.copy(), _orth(rng, 6, 2)])  # x @ A1 only (dz2 = dy U0 reused)
+    assert _CountingArray.matmuls == 1
+    P.project([_orth(rng, 4, 2), U1.copy()])  # dy @ A0 only (z1 = x U1 reused)
+    assert _CountingArray.matmuls == 2
+
+
+def test_projector_memoises_exactly_its_last_four_reduced_gradients(rng, monkeypatch):
+    layer = TuckerConv2d(random_tucker((4, 3, 3, 3), (2, 2, 2, 2), rng), padding=1)
+    layer.forward(rng.standard_normal((2, 3, 5, 5)))
+    layer.backward(rng.standard_normal((2, 4, 5, 5)))
+    P = layer.projector()
+    calls = _count(monkeypatch, "_conv2d_weight_grad")
+    A = [_orth(rng, 4, 2) for _ in range(5)]
+    for a in A:
+        P.project([a, None, None, None])
+    assert len(calls) == 5
+    for a in A[1:]:  # the last four: memoised
+        P.project([a, None, None, None])
+    assert len(calls) == 5
+    P.project([A[0], None, None, None])  # pushed out by the four after it (memo size 4)
+    assert len(calls) == 6
+
+
+@pytest.mark.parametrize("kind", ["tucker", "linear"])
+def test_project_never_returns_the_memoised_array(rng, kind):
+    if kind == "tucker":
+        layer = TuckerConv2d(random_tucker((4, 3, 3, 3), (2, 2, 2, 2), rng), padding=1)
+        layer.forward(rng.standard_normal((2, 3, 5, 5)))
+        layer.backward(rng.standard_normal((2, 4, 5, 5)))
+        mats = list(layer.weight.factors[:2]) + [None, None]
+    else:
+        layer = LowRankLinear(random_tucker((4, 6), (2, 2), rng))
+        layer.forward(rng.standard_normal((3, 6)))
+        layer.backward(rng.standard_normal((3, 4)))
+        mats = list(layer.weight.factors)
+    P = layer.projector()
+    first = P.project(mats)
+    keep = first.copy()
+    first[...] = 0.0  # a caller writing into its result
+    np.testing.assert_array_equal(P.project(mats), keep)
