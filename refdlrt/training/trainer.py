@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._checks import is_int
+from .._npz import NpzFileError, read_npz
 from ..backend import namespace, to_numpy
 from ..dlrt.baselines import naive_factor_gradients
 from ..dlrt.integrator import tdlrt_step
@@ -325,15 +326,13 @@ class Trainer:
     @staticmethod
     def _read(path) -> dict:
         """Every array of a checkpoint; one clear message (never NumPy's advice to unpickle)."""
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"checkpoint {path}: no such file")
         try:
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except FileNotFoundError:
-            raise FileNotFoundError(f"checkpoint {path}: no such file") from None
-        except Exception as e:  # noqa: BLE001 - any unreadable file gets one clear message
-            why = "it holds pickled objects, refused" if "pickle" in str(e) else str(e).split(";")[0]
+            return read_npz(path)
+        except NpzFileError as e:
             raise ValueError(f"checkpoint {path}: not a refdlrt checkpoint (expected an .npz written "
-                             f"by Trainer.save): {why}") from None
+                             f"by Trainer.save): {str(e).split(': ', 1)[-1]}") from None
 
     @staticmethod
     def read_meta(path) -> dict:
