@@ -24,3 +24,20 @@ def check_float32_matches_float64(forward, backward, x, dy, xp, **kwargs):
     assert y32.dtype == np.float32 and dx32.dtype == np.float32
     assert_close(y32, y64, np.float32, scale=float(np.abs(x).max()))
     assert_close(dx32, dx64, np.float32, scale=float(np.abs(dy).max()))
+
+
+def write_mnist_dir(path, x_train, y_train, x_test, y_test):
+    """An MNIST-format folder (gzip IDX files, as the loaders read them) of images in [0, 1]
+    (N, 1, 28, 28) and integer labels; returns the folder as a string."""
+    import gzip
+    import struct
+
+    def write(name, arr, magic):
+        with gzip.open(path / name, "wb") as f:
+            f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", n) for n in arr.shape))
+            f.write(arr.astype(np.uint8).tobytes())
+
+    for stem, x, y in (("train", x_train, y_train), ("t10k", x_test, y_test)):
+        write(f"{stem}-images-idx3-ubyte.gz", np.rint(x[:, 0] * 255), 2051)
+        write(f"{stem}-labels-idx1-ubyte.gz", y, 2049)
+    return str(path)

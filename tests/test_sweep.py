@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import write_mnist_dir
 
 from refdlrt.cli import main
 
@@ -28,24 +29,11 @@ FAST = ["--no-progress", "--no-cell-plots"]
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    """An MNIST-format folder: 400 training and 200 test images of the embedded split."""
-    import gzip
-    import struct
-
+    """An MNIST-format folder of 400 training and 200 test images (from the embedded split)."""
     from refdlrt.training.datasets import load_embedded_mnist
 
     ds = load_embedded_mnist(n_train=400, n_test=200, seed=3)
-    d = tmp_path_factory.mktemp("tiny")
-
-    def write(path, arr, magic):
-        with gzip.open(path, "wb") as f:
-            f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", n) for n in arr.shape))
-            f.write(arr.astype(np.uint8).tobytes())
-
-    for stem, x, y in (("train", ds.x_train, ds.y_train), ("t10k", ds.x_test, ds.y_test)):
-        write(d / f"{stem}-images-idx3-ubyte.gz", np.rint(x[:, 0] * 255), 2051)
-        write(d / f"{stem}-labels-idx1-ubyte.gz", y, 2049)
-    return str(d)
+    return write_mnist_dir(tmp_path_factory.mktemp("tiny"), ds.x_train, ds.y_train, ds.x_test, ds.y_test)
 
 
 def grid(data):

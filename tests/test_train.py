@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import write_mnist_dir
 
 from refdlrt.cli import main
 from refdlrt.nn.layers import Conv2d, Linear
@@ -167,24 +168,11 @@ def test_bad_config_raises(field, value, match):
 # --- CLI ---------------------------------------------------------------------------------
 
 
-def _write_idx(path, arr, magic):
-    import gzip
-    import struct
-
-    with gzip.open(path, "wb") as f:
-        f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", n) for n in arr.shape))
-        f.write(arr.astype(np.uint8).tobytes())
-
-
 @pytest.fixture(scope="module")
 def mnist_dir(tmp_path_factory, small):
     """A small MNIST-format directory (train and t10k files) made from the embedded images."""
-    d = tmp_path_factory.mktemp("mnist")
-    for stem, x, y in (("train", small.x_train[:300], small.y_train[:300]),
-                       ("t10k", small.x_test[:100], small.y_test[:100])):
-        _write_idx(d / f"{stem}-images-idx3-ubyte.gz", np.rint(x[:, 0] * 255), 2051)
-        _write_idx(d / f"{stem}-labels-idx1-ubyte.gz", y, 2049)
-    return str(d)
+    return write_mnist_dir(tmp_path_factory.mktemp("mnist"), small.x_train[:300], small.y_train[:300],
+                           small.x_test[:100], small.y_test[:100])
 
 
 def test_cli_train_writes_the_run_folder(mnist_dir, tmp_path, capsys):
