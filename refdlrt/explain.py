@@ -69,10 +69,6 @@ class Row:
         return f"{left}   {self.check:<36} {value:>10} {bound:>10}  {verdict}"
 
 
-def _le(value, bound):
-    return bool(value <= bound)
-
-
 # --- problems ----------------------------------------------------------------------------
 
 
@@ -143,118 +139,125 @@ def layer_problem(rng: np.random.Generator, *, batch: int = 8, ranks=LAYER_RANKS
 # --- the step, explained -----------------------------------------------------------------
 
 
-def explain_step(prob: Problem, lr: float, tau: float, *, dense_check: bool = False) -> list:
-    """Run one rank-adaptive step with the named functions and return the rows to print."""
-    Y, d = prob.Y, prob.Y.ndim
-    C, U = Y.core, Y.factors
-    Yd = Y.to_tensor()
-    nY = fro(Yd)
-    grad = prob.projector(Y)
-    G = prob.gradient(Yd)  # dense, for the checks only
-    nG = fro(G)
-    rows = [Row("input", "core C", C.shape, fro(C))]
-    for i, Ui in enumerate(U):
-        rows.append(Row("input", f"basis U_{i}", Ui.shape, None, f"||U_{i}^T U_{i} - I||_F",
-                        orthonormality_error(Ui), TOL.ortho * math.sqrt(Ui.shape[0]),
-                        _le(orthonormality_error(Ui), TOL.ortho * math.sqrt(Ui.shape[0]))))
-    L0 = prob.value(Yd)
-    rows += [Row("input", "Y = C x_i U_i", Yd.shape, nY),
-             Row("input", f"loss L(Y) = {L0:.6g}"),
-             Row("input", "G = grad L(Y) (check only)", G.shape, nG)]
+def _le_row(step, name, shape, norm, check, value, bound) -> Row:
+    """A row whose check is ``value <= bound``."""
+    return Row(step, name, shape, norm, check, value, bound, bool(value <= bound))
 
-    # steps 1-3: K-steps, all from the same gradient at Y
-    Ks, gKs = [], []
-    for i in range(d):
-        K, gK = k_step(C, U, i, grad, lr)
+
+def _orthonormal_row(step, name, U) -> Row:
+    """A basis and its check ||U^T U - I||_F <= ortho sqrt(n)."""
+    return _le_row(step, name, U.shape, None, "||U^T U - I||_F", orthonormality_error(U),
+                   TOL.ortho * math.sqrt(U.shape[0]))
+
+
+def _k_steps(Y, grad, lr, nY, nG):
+    """Steps 1-3 for every mode: (K_i, grad_K_i) and the rows."""
+    Ks, gKs, rows = [], [], []
+    for i in range(Y.ndim):
+        K, gK = k_step(Y.core, Y.factors, i, grad, lr)
         K0 = K + lr * gK  # K_i before the step, U_i R_i^T
         Ks.append(K)
         gKs.append(gK)
         rows += [
-            Row("1 k_step", f"K_{i} = U_{i} R_{i}^T (before)", K0.shape, fro(K0),
-                "| ||K_i|| - ||Y|| | (Mat_i Y = K V^T)", abs(fro(K0) - nY), TOL.rtol * nY,
-                _le(abs(fro(K0) - nY), TOL.rtol * nY)),
-            Row("2 k_step", f"grad_K_{i} = Mat_{i}(G x_j U_j^T) Q_{i}", gK.shape, fro(gK),
-                "||grad_K_i|| <= ||G||", fro(gK), nG * (1 + TOL.rtol), _le(fro(gK), nG * (1 + TOL.rtol))),
+            _le_row("1 k_step", f"K_{i} = U_{i} R_{i}^T (before)", K0.shape, fro(K0),
+                    "| ||K_i|| - ||Y|| | (Mat_i Y = K V^T)", abs(fro(K0) - nY), TOL.rtol * nY),
+            _le_row("2 k_step", f"grad_K_{i} = Mat_{i}(G x_j U_j^T) Q_{i}", gK.shape, fro(gK),
+                    "||grad_K_i|| <= ||G||", fro(gK), nG * (1 + TOL.rtol)),
             Row("3 k_step", f"K_{i} <- K_{i} - lr grad_K_{i}", K.shape, fro(K)),
         ]
+    return Ks, gKs, rows
 
-    # steps 4-5: augmented bases
-    U_hat, M_hat = [], []
-    for i in range(d):
-        Uh, Mh = augment(Ks[i], U[i], direction=gKs[i])
+
+def _augmentations(Ks, gKs, U):
+    """Steps 4-5 for every mode: (U^_i, M^_i) and the rows."""
+    U_hat, M_hat, rows = [], [], []
+    for i, (K, gK, Ui) in enumerate(zip(Ks, gKs, U)):
+        Uh, Mh = augment(K, Ui, direction=gK)
         U_hat.append(Uh)
         M_hat.append(Mh)
-        n, r = U[i].shape
-        e_orth = orthonormality_error(Uh)
-        e_old = fro(U[i] - Uh @ Mh)
-        e_K = fro(Ks[i] - Uh @ (Uh.T @ Ks[i]))
+        n, r = Ui.shape
         rows += [
-            Row("4 augment", f"U^_{i} = orth[U_{i} | grad_K_{i}]", Uh.shape, None,
-                f"||U^_{i}^T U^_{i} - I||_F", e_orth, TOL.ortho * math.sqrt(n),
-                _le(e_orth, TOL.ortho * math.sqrt(n))),
-            Row("4 augment", f"  width r^_{i} <= min(2 r_{i}, n_{i})", None, None,
-                "r^_i", float(Uh.shape[1]), float(min(2 * r, n)), Uh.shape[1] <= min(2 * r, n)),
-            Row("4 augment", "  range(U^) contains range(U)", None, None,
-                "||U_i - U^_i M^_i||_F", e_old, TOL.rtol * math.sqrt(r), _le(e_old, TOL.rtol * math.sqrt(r))),
-            Row("4 augment", "  range(U^) contains range(K)", None, None,
-                "||K_i - U^ U^^T K_i||_F", e_K, TOL.rtol * max(fro(Ks[i]), 1e-300),
-                _le(e_K, TOL.rtol * max(fro(Ks[i]), 1e-300))),
+            _orthonormal_row("4 augment", f"U^_{i} = orth[U_{i} | grad_K_{i}]", Uh),
+            _le_row("4 augment", f"  width r^_{i} <= min(2 r_{i}, n_{i})", None, None, "r^_i",
+                    float(Uh.shape[1]), float(min(2 * r, n))),
+            _le_row("4 augment", "  range(U^) contains range(U)", None, None,
+                    "||U_i - U^_i M^_i||_F", fro(Ui - Uh @ Mh), TOL.rtol * math.sqrt(r)),
+            _le_row("4 augment", "  range(U^) contains range(K)", None, None,
+                    "||K_i - U^ U^^T K_i||_F", fro(K - Uh @ (Uh.T @ K)), TOL.rtol * max(fro(K), 1e-300)),
             Row("5 augment", f"M^_{i} = U^_{i}^T U_{i}", Mh.shape, fro(Mh)),
         ]
+    return U_hat, M_hat, rows
 
-    # step 6: lift
-    C_hat = lift(C, M_hat)
-    e_lift = fro(multi_mode_product(C_hat, U_hat) - Yd)
-    rows.append(Row("6 lift", "C^ = C x_i M^_i", C_hat.shape, fro(C_hat),
-                    "||C^ x_i U^_i - Y||_F (lift exact)", e_lift, TOL.rtol * nY, _le(e_lift, TOL.rtol * nY)))
 
-    # step 7: S-step
-    C_tilde, grad_C = s_step(C_hat, U_hat, grad, lr)
+def _s_step_rows(grad_C, C_tilde, U, U_hat, grad, G, dense_check):
+    """Step 7's rows: the augmented gradient at least the old one, the projector route."""
     old = fro(grad.project(list(U)))
-    rows.append(Row("7 s_step", "grad_C^ = G x_i U^_i^T", grad_C.shape, fro(grad_C),
-                    "||grad_C^|| >= ||G x_i U_i^T||", fro(grad_C), old * (1 - TOL.rtol),
-                    bool(fro(grad_C) >= old * (1 - TOL.rtol))))
+    rows = [Row("7 s_step", "grad_C^ = G x_i U^_i^T", grad_C.shape, fro(grad_C),
+                "||grad_C^|| >= ||G x_i U_i^T||", fro(grad_C), old * (1 - TOL.rtol),
+                bool(fro(grad_C) >= old * (1 - TOL.rtol)))]
     if dense_check:
-        e_proj = fro(grad_C - multi_mode_product(G, U_hat, transpose=True))
-        rows.append(Row("7 s_step", "  projector route (G never formed)", None, None,
-                        "||proj - dense G x_i U^_i^T||", e_proj, TOL.rtol * fro(grad_C),
-                        _le(e_proj, TOL.rtol * fro(grad_C))))
-    rows.append(Row("7 s_step", "C~ = C^ - lr grad_C^", C_tilde.shape, fro(C_tilde)))
+        rows.append(_le_row("7 s_step", "  projector route (G never formed)", None, None,
+                            "||proj - dense G x_i U^_i^T||",
+                            fro(grad_C - multi_mode_product(G, U_hat, transpose=True)),
+                            TOL.rtol * fro(grad_C)))
+    return rows + [Row("7 s_step", "C~ = C^ - lr grad_C^", C_tilde.shape, fro(C_tilde))]
 
-    # steps 8-9: truncation
-    Y_new, info, eta = truncate(C_tilde, U_hat, tau, r_min=1, r_max=None)
-    theta = float(info.theta)
+
+def _truncation_rows(Y_new, info, eta, tau, d):
+    """Steps 8-9's rows: per-mode tails against theta, eta <= bound <= sqrt(d) theta, new bases."""
+    theta, rows = float(info.theta), []
     for i in range(d):
         s = np.asarray(info.singular_values[i])
-        rows.append(Row("8 truncate", f"sigma_{i}: singular values of Mat_{i}(C~)", s.shape, None,
-                        f"tail at r_{i}' = {info.ranks[i]} <= theta", float(info.tails[i]), theta,
-                        _le(info.tails[i], theta * (1 + TOL.rtol))))
+        rows.append(_le_row("8 truncate", f"sigma_{i}: singular values of Mat_{i}(C~)", s.shape, None,
+                            f"tail at r_{i}' = {info.ranks[i]} <= theta", float(info.tails[i]),
+                            theta * (1 + TOL.rtol)))
         rows.append(Row("", "  " + ", ".join(f"{v:.2e}" for v in s[:4]) + (", ..." if len(s) > 4 else "")))
     rows += [
         Row("8 truncate", f"theta = tau ||C~||_F (tau = {tau:g})", None, theta),
-        Row("8 truncate", "eta = ||Y~ - Y_new||_F", None, eta, "eta <= HOSVD bound",
-            eta, float(info.bound) * (1 + TOL.rtol) + TOL.atol, _le(eta, float(info.bound) * (1 + TOL.rtol) + TOL.atol)),
-        Row("8 truncate", "HOSVD bound (sum of tails^2)^1/2", None, float(info.bound),
-            "bound <= sqrt(d) theta", float(info.bound), math.sqrt(d) * theta * (1 + TOL.rtol),
-            _le(info.bound, math.sqrt(d) * theta * (1 + TOL.rtol))),
+        _le_row("8 truncate", "eta = ||Y~ - Y_new||_F", None, eta, "eta <= HOSVD bound", eta,
+                float(info.bound) * (1 + TOL.rtol) + TOL.atol),
+        _le_row("8 truncate", "HOSVD bound (sum of tails^2)^1/2", None, float(info.bound),
+                "bound <= sqrt(d) theta", float(info.bound), math.sqrt(d) * theta * (1 + TOL.rtol)),
     ]
-    for i, Ui in enumerate(Y_new.factors):
-        e = orthonormality_error(Ui)
-        rows.append(Row("9 truncate", f"U_{i}' = U^_{i} P_{i}[:, :r_{i}']", Ui.shape, None,
-                        f"||U_{i}'^T U_{i}' - I||_F", e, TOL.ortho * math.sqrt(Ui.shape[0]),
-                        _le(e, TOL.ortho * math.sqrt(Ui.shape[0]))))
-    rows.append(Row("9 truncate", f"C' = C~ x_i P_i^T, ranks r' = {Y_new.ranks}", Y_new.core.shape,
-                    fro(Y_new.core), "ranks compatible (r_i <= prod r_j)",
-                    None, None, compatible_ranks(Y_new.ranks) == tuple(Y_new.ranks)))
+    rows += [_orthonormal_row("9 truncate", f"U_{i}' = U^_{i} P_{i}[:, :r_{i}']", Ui)
+             for i, Ui in enumerate(Y_new.factors)]
+    return rows + [Row("9 truncate", f"C' = C~ x_i P_i^T, ranks r' = {Y_new.ranks}", Y_new.core.shape,
+                       fro(Y_new.core), "ranks compatible (r_i <= prod r_j)", None, None,
+                       compatible_ranks(Y_new.ranks) == tuple(Y_new.ranks))]
 
-    # the result: descent, and the same tensor as the library's step
-    Y_tilde = multi_mode_product(C_tilde, U_hat)
+
+def explain_step(prob: Problem, lr: float, tau: float, *, dense_check: bool = False) -> list:
+    """Run one rank-adaptive step with the named functions and return the rows to print."""
+    Y, d = prob.Y, prob.Y.ndim
+    Yd = Y.to_tensor()
+    nY = fro(Yd)
+    grad = prob.projector(Y)
+    G = prob.gradient(Yd)  # dense, for the checks only
+    L0 = prob.value(Yd)
+    rows = [Row("input", "core C", Y.core.shape, fro(Y.core))]
+    rows += [_orthonormal_row("input", f"basis U_{i}", Ui) for i, Ui in enumerate(Y.factors)]
+    rows += [Row("input", "Y = C x_i U_i", Yd.shape, nY), Row("input", f"loss L(Y) = {L0:.6g}"),
+             Row("input", "G = grad L(Y) (check only)", G.shape, fro(G))]
+
+    Ks, gKs, more = _k_steps(Y, grad, lr, nY, fro(G))  # steps 1-3, all from the same G
+    rows += more
+    U_hat, M_hat, more = _augmentations(Ks, gKs, Y.factors)  # steps 4-5
+    rows += more
+    C_hat = lift(Y.core, M_hat)  # step 6
+    rows.append(_le_row("6 lift", "C^ = C x_i M^_i", C_hat.shape, fro(C_hat),
+                        "||C^ x_i U^_i - Y||_F (lift exact)",
+                        fro(multi_mode_product(C_hat, U_hat) - Yd), TOL.rtol * nY))
+    C_tilde, grad_C = s_step(C_hat, U_hat, grad, lr)  # step 7
+    rows += _s_step_rows(grad_C, C_tilde, Y.factors, U_hat, grad, G, dense_check)
+    Y_new, info, eta = truncate(C_tilde, U_hat, tau, r_min=1, r_max=None)  # steps 8-9
+    rows += _truncation_rows(Y_new, info, eta, tau, d)
+
+    # the result: descent (ALGORITHM.md §4), and the same tensor as the library's step
     L1, Ls = prob.value(Y_new.to_tensor()), prob.smoothness
     bound = (L0 - lr * (1 - Ls * lr / 2) * fro(grad_C) ** 2
-             + fro(prob.gradient(Y_tilde)) * eta + Ls / 2 * eta**2)
-    slack = TOL.rtol * max(abs(L0), 1.0)
-    rows.append(Row("result", f"loss L(Y_new) = {L1:.6g} (was {L0:.6g})", None, None,
-                    "L(Y_new) <= descent bound (§4)", L1, bound + slack, _le(L1, bound + slack)))
+             + fro(prob.gradient(multi_mode_product(C_tilde, U_hat))) * eta + Ls / 2 * eta**2)
+    rows.append(_le_row("result", f"loss L(Y_new) = {L1:.6g} (was {L0:.6g})", None, None,
+                        "L(Y_new) <= descent bound (§4)", L1, bound + TOL.rtol * max(abs(L0), 1.0)))
     Y_lib, _ = tdlrt_step(Y, prob.projector(Y), lr, tau)
     diff = fro(Y_lib.to_tensor() - Y_new.to_tensor())
     rows.append(Row("result", "this walk == tdlrt_step", None, None,
