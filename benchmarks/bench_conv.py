@@ -42,6 +42,7 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np
 import torch
+from machine import cpu_busy_seconds  # benchmarks/ is the script's folder
 
 from refdlrt.ops.conv import conv2d_backward, conv2d_forward
 
@@ -83,17 +84,6 @@ def blas_info() -> str:
         core.restype = conf.restype = ctypes.c_char_p
         return f"{conf().decode()} kernel={core().decode()} threads={nthr()} (via ctypes)"
     return f"OpenBLAS at {libs[0]} (kernel name not exported)"
-
-
-def cpu_busy_seconds() -> float | None:
-    """Busy CPU seconds of the whole machine so far (Linux /proc/stat), None elsewhere."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return None
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 class OtherLoad:

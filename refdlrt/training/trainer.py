@@ -367,7 +367,7 @@ class Trainer:
                 raise ValueError(f"checkpoint {path}: missing array {key!r} (damaged, or written for "
                                  f"another model)")
             a = arrays[key]
-            if tuple(a.shape) != tuple(like.shape) and like is not None:
+            if tuple(a.shape) != tuple(like.shape):
                 raise ValueError(f"checkpoint {path}: array {key!r} has shape {tuple(a.shape)}, the "
                                  f"model expects {tuple(like.shape)}")
             if a.dtype != like.dtype:
