@@ -219,14 +219,14 @@ def test_projector_matches_dense_gradient_projection(xp, kind, data):
         assert_close(again, want, np.float64, scale=fro(want), err_msg=label + " (repeat)")
 
 
-def test_tucker_projector_never_forms_dense_gradient_and_memoises(rng, monkeypatch):
-    """One TDLRT step through the projector: 3 reduced kernel gradients, none dense."""
+def _step_counting_kernel_gradients(route, rng, monkeypatch):
+    """One TDLRT step of a (6, 5, 3, 3) Tucker conv at ranks (2, 3, 2, 2) through the projector
+    on ``route``; returns (the (input, output-gradient) channels of every kernel gradient, info)."""
     Y = random_tucker((6, 5, 3, 3), (2, 3, 2, 2), rng)
     layer = TuckerConv2d(Y, None, padding=1)
-    x = rng.standard_normal((2, 5, 6, 6))
-    layer.forward(x)
-    dy = rng.standard_normal((2, 6, 6, 6))
-    layer.backward(dy)
+    layer.projection_route = route
+    layer.forward(rng.standard_normal((2, 5, 6, 6)))
+    layer.backward(rng.standard_normal((2, 6, 6, 6)))
     calls = []
     real = lp._conv2d_weight_grad
 
@@ -236,19 +236,112 @@ def test_tucker_projector_never_forms_dense_gradient_and_memoises(rng, monkeypat
 
     monkeypatch.setattr(lp, "_conv2d_weight_grad", counting)
     _, info = tdlrt_step(layer.weight, layer.projector(), 0.1, 0.0)
+    return sorted(calls), info
+
+
+def test_plain_route_never_forms_dense_gradient_and_memoises(rng, monkeypatch):
+    """3 reduced kernel gradients, none dense: K-step mode 0 (r1, C_out), mode 1 (C_in, r0),
+    S-step (r̂1, r̂0). Modes 2, 3 and the diagnostic projection on the old bases reuse
+    backward's small-kernel gradient (r1, r0)."""
+    calls, info = _step_counting_kernel_gradients("plain", rng, monkeypatch)
     ra = info.ranks_augmented
-    # (input channels, output-gradient channels) of each reduced kernel gradient:
-    # K-step mode 0 (r1, C_out), mode 1 (C_in, r0), S-step (r̂1, r̂0). Modes 2, 3 and the
-    # diagnostic projection on the old bases reuse backward's small-kernel gradient (r1, r0).
-    assert sorted(calls) == sorted([(3, 6), (5, 2), (ra[1], ra[0])]), calls
+    assert calls == sorted([(3, 6), (5, 2), (ra[1], ra[0])]), calls
     assert (5, 6) not in calls  # (C_in, C_out) would be the dense G
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+def test_blocks_route_convolves_only_the_new_directions(rng, monkeypatch):
+    """The S-step's kernel gradient has r̂_i - r_i channels (the new directions) instead of r̂_i."""
+    calls, info = _step_counting_kernel_gradients("blocks", rng, monkeypatch)
+    ra = info.ranks_augmented
+    assert ra[0] > 2 and ra[1] > 3  # both modes gained directions (else nothing to check)
+    assert calls == sorted([(3, 6), (5, 2), (ra[1] - 3, ra[0] - 2)]), calls
+
+
+def test_dense_route_forms_the_kernel_gradient_once(rng, monkeypatch):
+    calls, _ = _step_counting_kernel_gradients("dense", rng, monkeypatch)
+    assert calls == [(5, 6)], calls
+
+
+@pytest.mark.parametrize("shape, ranks, want", [
+    ((64, 64, 3, 3), (16, 16, 3, 3), "blocks"),  # low ranks: three small gradients are cheaper
+    ((64, 64, 3, 3), (32, 32, 3, 3), "dense"),  # r̂ = n: the S-step alone costs a dense gradient
+    ((16, 6, 5, 5), (12, 6, 5, 5), "dense"),  # LeNet's conv2 at its usual ranks
+])
+def test_auto_route_follows_the_cost_model(rng, shape, ranks, want):
+    layer = TuckerConv2d(random_tucker(shape, ranks, rng), None, padding=shape[2] // 2)  # "same"
+    layer.forward(rng.standard_normal((1, shape[1], 6, 6)))
+    layer.backward(rng.standard_normal((1, shape[0], 6, 6)))
+    P = layer.projector()
+    assert P.route == want
+    assert min(P.cost(r) for r in ("plain", "blocks", "dense")) == P.cost(want)
+
+
+def test_a_bad_route_is_refused(rng):
+    layer = TuckerConv2d(random_tucker((4, 3, 3, 3), (2, 2, 2, 2), rng), None, padding=1)
+    layer.projection_route = "fast"
+    layer.forward(rng.standard_normal((1, 3, 5, 5)))
+    with pytest.raises(ValueError, match="route: expected one of .*'fast'"):
+        layer.backward(rng.standard_normal((1, 4, 5, 5)))
+
+
+@pytest.mark.parametrize("route", ["blocks", "dense"])
+@given(data=st.data())
+def test_fast_routes_equal_the_dense_gradient_after_the_k_steps(xp, route, data):
+    """fast = readable: after the K-steps' projections are memoised, G x_0 A0^T x_1 A1^T on the
+    fast route equals the dense G's projection, for bases that extend U_i (the S-step's case),
+    lie inside range(U_i) (no new direction) or are arbitrary."""
+    case = data.draw(tucker_conv_cases())
+    layer, x, dy = make_layer("tucker", case, xp)
+    layer.projection_route = route
+    layer.forward(x)
+    layer.backward(dy)
+    P = layer.projector()
+    U = layer.weight.factors
+    P.project([None, U[1], U[2], U[3]])  # the K-steps of modes 0 and 1
+    P.project([U[0], None, U[2], U[3]])
+    oracle = DenseGradient(dense_reference("tucker", layer, x, dy)[2])
+    rng = np.random.default_rng(case[-1] + 2)
+
+    def extend(Ui, n):  # an orthonormal basis of range(U_i) + up to 2 random directions
+        k = min(Ui.shape[1] + 2, n)
+        B = np.concatenate([to_numpy(Ui), rng.standard_normal((n, k - Ui.shape[1]))], axis=1)
+        return xp.asarray(np.linalg.qr(B)[0])
+
+    n0, n1 = layer.dense_shape[:2]
+    cases = {
+        "extended": [extend(U[0], n0), extend(U[1], n1)],
+        "inside": [U[0] @ xp.asarray(np.linalg.qr(rng.standard_normal((U[0].shape[1],) * 2))[0]),
+                   U[1].copy()],
+        "arbitrary": [orthonormal(rng, n0, 1 + rng.integers(n0), xp),
+                      orthonormal(rng, n1, 1 + rng.integers(n1), xp)],
+    }
+    for label, (A0, A1) in cases.items():
+        mats = [A0, A1, U[2], U[3]]
+        want = oracle.project(mats)
+        assert_close(P.project(mats), want, np.float64, scale=fro(want), err_msg=label)
+
+
+def test_split_new_directions_reconstructs_and_counts_the_new_directions(rng):
+    n, r = 9, 3
+    U = orthonormal(rng, n, r, np)
+    A = np.concatenate([U @ rng.standard_normal((r, 2)), orthonormal(rng, n, 2, np)], axis=1)
+    B, N, S = lp.split_new_directions(A, U)
+    assert N.shape == (n, 2)  # two columns reach outside range(U), whatever their mix
+    np.testing.assert_allclose(U @ B + N @ S, A, rtol=0, atol=1e-14)  # a few ulps of |A| ~ 1
+    np.testing.assert_allclose(N.T @ N, np.eye(2), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(U.T @ N, 0, rtol=0, atol=1e-14)
+    B, N, S = lp.split_new_directions(U @ rng.standard_normal((r, 4)), U)  # all inside
+    assert N.shape == (n, 0) and S.shape == (0, 4)
+
+
+@pytest.mark.parametrize("kind", ["tucker-plain", "tucker-blocks", "tucker-dense", "matrix", "linear"])
 @given(data=st.data(), tau=st.sampled_from([0.0, 0.05, 0.3]))
 def test_tdlrt_step_through_projector_equals_step_with_dense_gradient(xp, kind, data, tau):
+    kind, _, route = kind.partition("-")
     case = data.draw(tucker_conv_cases(need_compatible=True) if kind == "tucker" else KINDS[kind])
     layer, x, dy = make_layer(kind, case, xp)
+    if route:
+        layer.projection_route = route
     layer.forward(x)
     layer.backward(dy)
     Y = layer.weight

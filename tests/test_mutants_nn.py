@@ -183,6 +183,7 @@ def _orth(rng, n, r):
 
 def test_tucker_projector_reuses_z1_and_dz2_for_the_layer_factors(rng, monkeypatch):
     layer = TuckerConv2d(random_tucker((4, 3, 3, 3), (2, 2, 2, 2), rng), padding=1)
+    layer.projection_route = "plain"  # the route these tests are about
     layer.forward(rng.standard_normal((2, 3, 5, 5)))
     layer.backward(rng.standard_normal((2, 4, 5, 5)))
     P = layer.projector()
@@ -234,6 +235,7 @@ def test_linear_projector_reuses_z1_and_dz2(rng):
 
 def test_projector_memoises_exactly_its_last_four_reduced_gradients(rng, monkeypatch):
     layer = TuckerConv2d(random_tucker((4, 3, 3, 3), (2, 2, 2, 2), rng), padding=1)
+    layer.projection_route = "plain"  # the route these tests are about
     layer.forward(rng.standard_normal((2, 3, 5, 5)))
     layer.backward(rng.standard_normal((2, 4, 5, 5)))
     P = layer.projector()
@@ -253,6 +255,7 @@ def test_projector_memoises_exactly_its_last_four_reduced_gradients(rng, monkeyp
 def test_project_never_returns_the_memoised_array(rng, kind):
     if kind == "tucker":
         layer = TuckerConv2d(random_tucker((4, 3, 3, 3), (2, 2, 2, 2), rng), padding=1)
+        layer.projection_route = "plain"  # the route these tests are about
         layer.forward(rng.standard_normal((2, 3, 5, 5)))
         layer.backward(rng.standard_normal((2, 4, 5, 5)))
         mats = list(layer.weight.factors[:2]) + [None, None]

@@ -197,7 +197,7 @@ def test_dense_heavy_ball_is_exactly_v_mu_v_plus_g(tiny, monkeypatch):
     p0 = {(k, n): np.array(p) for k, ly in enumerate(tr.layers) for n, p in ly.params.items()}
     g = {key: np.random.default_rng(7).standard_normal(v.shape) for key, v in p0.items()}
     for k, ly in enumerate(tr.layers):
-        def backward(d, ly=ly, k=k):
+        def backward(d, ly=ly, k=k, **kw):  # the first layer is asked need_dx=False
             ly.grads = {n: g[(k, n)] for n in ly.params}
             return d
         monkeypatch.setattr(ly, "backward", backward)
@@ -209,3 +209,30 @@ def test_dense_heavy_ball_is_exactly_v_mu_v_plus_g(tiny, monkeypatch):
     for (k, n), p in p0.items():
         # two roundings of the same sum: a few ulps of |p| + λ(2 + μ)|g|
         np.testing.assert_allclose(tr.layers[k].params[n], p - lr * (2 + mu) * g[(k, n)], rtol=0, atol=1e-14)
+
+
+def test_the_first_layer_computes_no_input_gradient_and_the_step_is_unchanged(tiny, monkeypatch):
+    """Nobody needs dL/dx of the network's input: the trainer asks the first conv for none
+    (a third of its backward), and the step is the same, bit for bit, as with it."""
+    import refdlrt.nn.layers as layers_module
+
+    real = layers_module.conv2d_backward
+    asked = []
+
+    def recording(dy, cache, *, need_dx=True):
+        asked.append(need_dx)
+        return real(dy, cache, need_dx=need_dx)
+
+    def always_dx(dy, cache, *, need_dx=True):
+        return real(dy, cache, need_dx=True)
+
+    cfg = TrainConfig(model="vgg_small", widths=(4, 4, 8, 8), method="tdlrt", epochs=1)
+    xb, yb = tiny.x_train[:16].astype(np.float32), tiny.y_train[:16]
+    runs = {}
+    for name, fake in (("skip", recording), ("full", always_dx)):
+        tr = Trainer(cfg, tiny)
+        monkeypatch.setattr(layers_module, "conv2d_backward", fake)
+        tr.train_step(xb, yb, 0.1)
+        runs[name] = _snapshot(tr)
+    assert asked == [False]  # conv1, the only dense conv (conv2-4 are Tucker layers)
+    _assert_same(runs["skip"], runs["full"])

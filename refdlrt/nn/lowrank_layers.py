@@ -218,7 +218,7 @@ def tucker_conv2d_forward(x, Y: Tucker, b=None, *, stride=1, padding=0, dilation
     return y, TuckerConvCache(x, z1, conv_cache, Y, geometry, b is not None, tuple(y.shape))
 
 
-def tucker_conv2d_backward(dy, cache: TuckerConvCache):
+def tucker_conv2d_backward(dy, cache: TuckerConvCache, *, route="auto"):
     """Backward of :func:`tucker_conv2d_forward`: (dx, db, projector).
 
     Notes
@@ -226,7 +226,8 @@ def tucker_conv2d_backward(dy, cache: TuckerConvCache):
     dz2 = U_0^T dy; (dz1, dK) = backward of the core conv; dx = U_1 dz1; db = Σ dy over
     N, Ho, Wo (None without bias). The kernel gradient G is not formed: ``projector`` gives
     G x_i A_i^T from the cached x, z1, dy and dz2 (:class:`TuckerConvProjector`), and its
-    reduced gradient for (U_0, U_1) is the core conv's dK, already computed here.
+    reduced gradient for (U_0, U_1) is the core conv's dK, already computed here. ``route``
+    picks how the projector computes the S-step's projection (:class:`TuckerConvProjector`).
     """
     x, Y = cache.x, cache.Y
     check_grad(dy, cache.y_shape, x.dtype, "tucker_conv2d_backward: dy", layout=" (the output's)")
@@ -234,7 +235,8 @@ def tucker_conv2d_backward(dy, cache: TuckerConvCache):
     dz2 = channel_matmul(U0.T, dy)  # N, r0, Ho, Wo
     dz1, dK, _ = conv2d_backward(dz2, cache.conv_cache)  # N, r1, H, W;  r0, r1, kh, kw
     db = dy.sum(axis=(0, 2, 3)) if cache.has_bias else None
-    projector = TuckerConvProjector(x, cache.z1, dy, dz2, Y.factors, cache.geometry, reduced_own=dK)
+    projector = TuckerConvProjector(x, cache.z1, dy, dz2, Y.factors, cache.geometry, reduced_own=dK,
+                                    route=route)
     return channel_matmul(U1, dz1), db, projector  # dx: N, C_in, H, W
 
 
@@ -251,6 +253,9 @@ class TuckerConv2d(_LowRankLayer):
     """
 
     _order, _name = 4, "TuckerConv2d"
+    # how the projector computes G x_0 A0^T x_1 A1^T: "auto" (by its cost model), "plain",
+    # "blocks" or "dense" (see TuckerConvProjector); all equal to rounding
+    projection_route = "auto"
 
     def __init__(self, weight, b=None, stride=1, padding=0, dilation=1):
         self.stride, self.padding, self.dilation = _check_geometry(stride, padding, dilation)
@@ -277,7 +282,7 @@ class TuckerConv2d(_LowRankLayer):
         return y
 
     def backward(self, dy):
-        dx, db, self._projector = tucker_conv2d_backward(dy, self._cached())
+        dx, db, self._projector = tucker_conv2d_backward(dy, self._cached(), route=self.projection_route)
         if db is not None:
             self.grads["b"] = db
         return dx

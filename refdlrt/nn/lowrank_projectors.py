@@ -14,11 +14,19 @@ conv2d(x, A1^T reshaped to kernels)). Each projector reuses the layer's cached
 z1 = U_1^T x and dz2 = U_0^T dy when A1 equals U_1 / A0 equals U_0, and memoises its last
 few reduced gradients; both are keyed on the numbers (copies), never on object identity, so
 an array changed in place by the caller cannot return a stale answer. ``dense()`` forms G (the readable oracle route).
+
+The Tucker projector has two faster routes for the S-step's G x_0 Û_0^T x_1 Û_1^T, where
+range(Û_i) ⊇ range(U_i) (see :class:`TuckerConvProjector`): "blocks" reuses the K-steps'
+G x_1 U_1^T and G x_0 U_0^T and convolves only the new directions; "dense" forms G once
+(one kernel gradient, as a dense layer's backward) when a cost model says that is cheaper.
+Both equal the plain route to rounding; tests pin them to ``dense()``.
 """
 
 from __future__ import annotations
 
-from ..backend import get_xp
+import numpy as np
+
+from ..backend import fro, get_xp
 from ..ops.conv import conv2d_forward, conv2d_weight_grad
 from ..tensor.tucker import multi_mode_product
 
@@ -27,7 +35,13 @@ __all__ = [
     "MatrixConvProjector",
     "TuckerConvProjector",
     "channel_matmul",
+    "split_new_directions",
 ]
+
+# Cost of one element copied into an im2col matrix, in multiply-adds of the GEMM that reads
+# it (a strided copy moves ~1e9 elements/s per core, the GEMM does ~3e10 multiply-adds/s in
+# float32; measured in benchmarks/run.py, "layer").
+_COPY_COST = 32
 
 
 def channel_matmul(A, x):
@@ -77,11 +91,18 @@ class _ReducedProjector:
         snap = tuple(None if A is None else A.copy() for A in (A0, A1))
         self._memo = [(*snap, value)] + self._memo[: self._MEMO_SIZE - 1]
 
-    def reduced_gradient(self, A0, A1):
-        """G x_0 A0^T x_1 A1^T (memoised by the content of A0, A1)."""
+    def _lookup(self, A0, A1):
+        """The memoised reduced gradient for (A0, A1), or None."""
         for a0, a1, value in self._memo:
             if _same(a0, A0) and _same(a1, A1):
                 return value
+        return None
+
+    def reduced_gradient(self, A0, A1):
+        """G x_0 A0^T x_1 A1^T (memoised by the content of A0, A1)."""
+        value = self._lookup(A0, A1)
+        if value is not None:
+            return value
         value = self._reduced(A0, A1)
         self._remember(A0, A1, value)
         return value
@@ -108,32 +129,117 @@ class _ReducedProjector:
         return out.copy() if out is R else out  # never hand out the memoised array itself
 
 
+def split_new_directions(A, U):
+    """A = U B + N S: the part of A (n x a) inside range(U) and an orthonormal basis N of the rest.
+
+    Returns (B, N, S): B = U^T A (r x a), N (n x m) with orthonormal columns orthogonal to U,
+    S = N^T (A - U B) (m x a), m the numerical rank of E = A - U B (singular values above
+    max(n, a) eps ||A||_F; what is cut is rounding noise, so A = U B + N S to rounding).
+    For an augmented basis Û_i ⊇ range(U_i) of width r̂_i, m = r̂_i - r_i: N holds the new
+    directions. U must have orthonormal columns.
+    """
+    xp = get_xp(A, U)
+    B = U.T @ A  # r, a
+    E = A - U @ B  # n, a
+    P, sigma, Zt = xp.linalg.svd(E, full_matrices=False)
+    tol = max(A.shape) * float(np.finfo(A.dtype).eps) * fro(A)
+    m = int((sigma > tol).sum())
+    return B, P[:, :m], sigma[:m, None] * Zt[:m]  # r x a;  n x m;  m x a
+
+
 class TuckerConvProjector(_ReducedProjector):
     """Projections of the kernel gradient G (C_out, C_in, kh, kw) of a Tucker convolution.
 
+    Parameters
+    ----------
+    route : "auto", "plain", "blocks" or "dense"
+        How G x_0 A0^T x_1 A1^T is computed when both A0 and A1 are given (see Notes);
+        "auto" picks "blocks" or "dense" by :meth:`cost` (the K-steps' projections, with
+        one of A0, A1 absent, always take the plain route, or come from G on "dense").
+
     Notes
     -----
-    G x_0 A0^T x_1 A1^T = conv kernel gradient for input A1^T x (channels) and output
+    plain: G x_0 A0^T x_1 A1^T = conv kernel gradient for input A1^T x (channels) and output
     gradient A0^T dy, an (a, b, kh, kw) tensor; modes 2, 3 are then projected by A2^T, A3^T.
     z1 = U_1^T x and dz2 = U_0^T dy are reused when A1 is U_1 / A0 is U_0.
+
+    blocks: with A_i = U_i B_i + N_i S_i (:func:`split_new_directions`),
+
+        G x_0 A0^T x_1 A1^T = (G x_0 U_0^T) x_1 A1^T x_0 B_0^T
+                              + [(G x_1 U_1^T) x_0 N_0^T x_1 B_1^T
+                                 + (G x_0 N_0^T x_1 N_1^T) x_1 S_1^T] x_0 S_0^T,
+
+    where G x_0 U_0^T and G x_1 U_1^T are the K-steps' (memoised) reduced gradients, so
+    only the new directions (m_0 x m_1 channels, m_i = r̂_i - r_i for the S-step) need a
+    convolution. Taken only when both are memoised (else: plain).
+
+    dense: G itself (one kernel gradient for C_in x C_out channels, like a dense layer's
+    backward), then every projection is a small tensor product.
     """
 
-    def __init__(self, x, z1, dy, dz2, factors, geometry, reduced_own=None):
+    ROUTES = ("auto", "plain", "blocks", "dense")
+
+    def __init__(self, x, z1, dy, dz2, factors, geometry, reduced_own=None, route="auto"):
         super().__init__((dy.shape[1], x.shape[1], factors[2].shape[0], factors[3].shape[0]))
+        if route not in self.ROUTES:
+            raise ValueError(f"TuckerConvProjector: route: expected one of {self.ROUTES}, got {route!r}")
         self.x, self.z1, self.dy, self.dz2 = x, z1, dy, dz2
         self.U0, self.U1 = factors[0].copy(), factors[1].copy()  # snapshots (see _same)
         self.geometry = geometry  # stride, padding, dilation
+        if route == "auto":
+            route = "dense" if self.cost("dense") <= self.cost("blocks") else "blocks"
+        self.route = route
+        self._G = None
         if reduced_own is not None:  # the small-kernel gradient of backward = reduced(U0, U1)
             self._remember(self.U0, self.U1, reduced_own)
 
+    def cost(self, route: str) -> float:
+        """Model cost of one TDLRT step's projections (multiply-adds, im2col copies included)
+        by route, per output pixel: a kernel gradient for a output and b input channels costs
+        kh kw b (a + _COPY_COST). The S-step is estimated at r̂_i = min(2 r_i, n_i)."""
+        (n0, n1, kh, kw), r0, r1 = self.shape, self.U0.shape[1], self.U1.shape[1]
+
+        def grad(a, b):
+            return kh * kw * b * (a + _COPY_COST) if a and b else 0
+
+        if route == "dense":
+            return grad(n0, n1)
+        m0, m1 = min(2 * r0, n0) - r0, min(2 * r1, n1) - r1
+        new = grad(m0, m1) if route == "blocks" else grad(m0 + r0, m1 + r1)
+        return grad(n0, r1) + grad(r0, n1) + new
+
     def _reduced(self, A0, A1):
+        if self.route == "dense":
+            if self._G is None:
+                self._G = self._plain(None, None)
+            return multi_mode_product(self._G, [None if A is None else A.T for A in (A0, A1)] + [None, None])
+        if self.route == "blocks" and A0 is not None and A1 is not None:
+            G_U0 = self._lookup(self.U0, None)  # G x_0 U_0^T: r0, n1, kh, kw
+            G_U1 = self._lookup(None, self.U1)  # G x_1 U_1^T: n0, r1, kh, kw
+            if G_U0 is not None and G_U1 is not None:
+                return self._by_blocks(A0, A1, G_U0, G_U1)
+        return self._plain(A0, A1)
+
+    def _by_blocks(self, A0, A1, G_U0, G_U1):
+        """The "blocks" route (class Notes)."""
+        B0, N0, S0 = split_new_directions(A0, self.U0)  # r0 x a0;  n0 x m0;  m0 x a0
+        B1, N1, S1 = split_new_directions(A1, self.U1)  # r1 x a1;  n1 x m1;  m1 x a1
+        out = multi_mode_product(G_U0, [B0.T, A1.T, None, None])  # a0, a1, kh, kw
+        if N0.shape[1]:
+            inner = multi_mode_product(G_U1, [N0.T, B1.T, None, None])  # m0, a1, kh, kw
+            if N1.shape[1]:
+                inner = inner + multi_mode_product(self._plain(N0, N1), [None, S1.T, None, None])
+            out = out + multi_mode_product(inner, [S0.T, None, None, None])
+        return out
+
+    def _plain(self, A0, A1):
         xa = _project_channels(A1, self.U1, self.z1, self.x)  # N, b, H, W
         dya = _project_channels(A0, self.U0, self.dz2, self.dy)  # N, a, Ho, Wo
         return _conv2d_weight_grad(xa, dya, self.shape[2:], *self.geometry)  # a, b, kh, kw
 
     def dense(self):
         """The dense G (oracle route)."""
-        return self._reduced(None, None)
+        return self._plain(None, None)
 
 
 class LowRankLinearProjector(_ReducedProjector):

@@ -28,6 +28,7 @@ from .._npz import NpzFileError, read_npz
 from ..backend import namespace, to_numpy
 from ..dlrt.baselines import naive_factor_gradients
 from ..dlrt.integrator import tdlrt_step
+from ..nn.layers import Conv2d
 from ..nn.models import METHODS, MODELS, build_model
 from ..ops.loss import softmax_cross_entropy, softmax_cross_entropy_backward
 from ..tensor.tucker import Tucker
@@ -179,8 +180,13 @@ class Trainer:
         if not math.isfinite(loss):
             raise TrainingDiverged(f"the loss became NaN/Inf ({loss}) in epoch {self.epoch + 1}")
         d = softmax_cross_entropy_backward(cache)
-        for layer in reversed(self.layers):
+        for layer in reversed(self.layers[1:]):
             d = layer.backward(d)
+        first = self.layers[0]  # nobody needs the input gradient of the first layer
+        if isinstance(first, Conv2d):
+            first.backward(d, need_dx=False)
+        else:
+            first.backward(d)
         mu = self.cfg.momentum
         for k, layer in enumerate(self.layers):
             for name, p in layer.params.items():
