@@ -522,3 +522,22 @@ def test_backward_without_dx_gives_the_same_dw_db_and_no_dx(rng):
     assert none is None and dx is not None
     np.testing.assert_array_equal(dw2, dw)
     np.testing.assert_array_equal(db2, db)
+
+
+def test_backward_without_dw_gives_the_same_dx_db_no_dw_and_builds_no_patches(rng, monkeypatch):
+    import refdlrt.ops.conv as conv
+
+    x, w, b = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(4)
+    for stride in ((2, 1), 1):  # both dx routes (col2im; transposed conv)
+        y, cache = conv2d_forward(x, w, b, stride=stride, padding=1)
+        dy = rng.standard_normal(y.shape)
+        dx, dw, db = conv2d_backward(dy, cache)
+        padded = []
+        real = conv._pad_nhwc_into
+        monkeypatch.setattr(conv, "_pad_nhwc_into", lambda *a: padded.append(1) or real(*a))
+        dx2, none, db2 = conv2d_backward(dy, cache, need_dw=False)
+        monkeypatch.undo()
+        assert none is None and dw is not None
+        assert not padded  # x is padded (and im2col'd) only for dw
+        np.testing.assert_array_equal(dx2, dx)
+        np.testing.assert_array_equal(db2, db)

@@ -258,8 +258,14 @@ def test_blocks_route_convolves_only_the_new_directions(rng, monkeypatch):
 
 
 def test_dense_route_forms_the_kernel_gradient_once(rng, monkeypatch):
+    import refdlrt.nn.lowrank_layers as ll
+
+    real, asked = ll.conv2d_backward, []
+    monkeypatch.setattr(ll, "conv2d_backward",
+                        lambda dy, cache, **kw: asked.append(kw) or real(dy, cache, **kw))
     calls, _ = _step_counting_kernel_gradients("dense", rng, monkeypatch)
     assert calls == [(5, 6)], calls
+    assert asked == [{"need_dw": False}]  # the core conv's dK comes from G instead
 
 
 @pytest.mark.parametrize("shape, ranks, want", [

@@ -190,8 +190,12 @@ class TuckerConvProjector(_ReducedProjector):
             route = "dense" if self.cost("dense") <= self.cost("blocks") else "blocks"
         self.route = route
         self._G = None
-        if reduced_own is not None:  # the small-kernel gradient of backward = reduced(U0, U1)
-            self._remember(self.U0, self.U1, reduced_own)
+        if reduced_own is not None:
+            self.remember_own(reduced_own)
+
+    def remember_own(self, dK):
+        """Memoise the small-kernel gradient of the layer's backward: reduced(U0, U1)."""
+        self._remember(self.U0, self.U1, dK)
 
     def cost(self, route: str) -> float:
         """Model cost of one TDLRT step's projections (multiply-adds, im2col copies included)

@@ -282,36 +282,41 @@ def _check_dy(dy, g: ConvGeometry, dtype):
                source=" (the dtype of x)")
 
 
-def _backward(dy, x, w, g: ConvGeometry, *, need_dx: bool):
-    """(dx or None, dw) block by block: dW_mat = col^T dY, dx = col2im(dY W_mat^T)."""
+def _backward(dy, x, w, g: ConvGeometry, *, need_dx: bool, need_dw: bool = True):
+    """(dx or None, dw or None) block by block: dW_mat = col^T dY, dx = col2im(dY W_mat^T)."""
     xp = get_xp(dy, x)
     (kh, kw), (Hp, Wp), (Ho, Wo) = g.kernel, g.padded_size, g.out_size
     C, O, K = g.c_in, g.c_out, kh * kw * g.c_in
     nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
     dx_block = _select_dx_route(g)(w, g, nb, xp) if need_dx else None
-    xpad = xp.zeros((nb, Hp, Wp, C), dtype=x.dtype)
-    col = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=x.dtype)
+    if need_dw:
+        xpad = xp.zeros((nb, Hp, Wp, C), dtype=x.dtype)
+        col = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=x.dtype)
+        dw_mat = xp.zeros((K, O), dtype=x.dtype)
+        dw_part = xp.empty((K, O), dtype=x.dtype)
     dybuf = xp.empty((nb, Ho, Wo, O), dtype=x.dtype)
-    dw_mat = xp.zeros((K, O), dtype=x.dtype)
-    dw_part = xp.empty((K, O), dtype=x.dtype)
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     for n0, n1 in blocks:
         n = n1 - n0
         dybuf[:n] = dy[n0:n1].transpose(0, 2, 3, 1)
-        dy_n = dybuf[:n].reshape(n * Ho * Wo, O)
-        col_n = _im2col_into(col[:n], _pad_nhwc_into(xpad[:n], x[n0:n1], g), g.stride, g.dilation)
-        xp.matmul(col_n.reshape(n * Ho * Wo, K).T, dy_n, out=dw_part)  # K, O
-        dw_mat += dw_part
+        if need_dw:
+            dy_n = dybuf[:n].reshape(n * Ho * Wo, O)
+            col_n = _im2col_into(col[:n], _pad_nhwc_into(xpad[:n], x[n0:n1], g), g.stride, g.dilation)
+            xp.matmul(col_n.reshape(n * Ho * Wo, K).T, dy_n, out=dw_part)  # K, O
+            dw_mat += dw_part
         if need_dx:
             dx[n0:n1] = dx_block(dybuf[:n]).transpose(0, 3, 1, 2)  # n, C, H, W
+    if not need_dw:
+        return dx, None
     dw = xp.ascontiguousarray(dw_mat.reshape(kh, kw, C, O).transpose(3, 2, 0, 1))  # O, C, kh, kw
     return dx, dw
 
 
-def conv2d_backward(dy, cache, *, need_dx: bool = True):
+def conv2d_backward(dy, cache, *, need_dx: bool = True, need_dw: bool = True):
     """Gradients of :func:`conv2d_forward`: (dx, dw, db), db None when there was no bias, dx
     None with ``need_dx=False`` (the first layer of a network: nobody needs its input gradient,
-    and it is a third of the backward's work).
+    and it is a third of the backward's work), dw None with ``need_dw=False`` (a Tucker layer
+    that forms its kernel gradient otherwise).
 
     Notes
     -----
@@ -322,7 +327,7 @@ def conv2d_backward(dy, cache, *, need_dx: bool = True):
     """
     x, w, has_bias, g = cache
     _check_dy(dy, g, x.dtype)
-    dx, dw = _backward(dy, x, w, g, need_dx=need_dx)
+    dx, dw = _backward(dy, x, w, g, need_dx=need_dx, need_dw=need_dw)
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dw, db
 
