@@ -548,3 +548,18 @@ def test_float32_small_steps_still_augment(xp, lr):
     G = xp.asarray(rng.standard_normal((n, n)).astype(np.float32))
     _, info = tdlrt_step(Y, G, lr, 0.0)
     assert info.ranks_augmented == (2 * r, 2 * r)
+
+
+def test_augment_of_a_square_basis_is_the_basis_itself_without_an_svd(monkeypatch):
+    """r_i = n_i: range(U_i) is the whole space, so Û_i = U_i and M̂_i = I (no SVD spent)."""
+    import refdlrt.dlrt.integrator as integ
+
+    rng = np.random.default_rng(3)
+    U = np.linalg.qr(rng.standard_normal((5, 5)))[0]
+    K, D = rng.standard_normal((5, 4)), rng.standard_normal((5, 4))
+    monkeypatch.setattr(integ, "orth", lambda *a, **k: pytest.fail("orth called for a square U"))
+    U_hat, M_hat = integ.augment(K, U, direction=D)
+    assert U_hat is U
+    np.testing.assert_array_equal(M_hat, np.eye(5))
+    U_hat, M_hat = integ.augment(K, U)
+    assert U_hat is U
