@@ -7,11 +7,13 @@ imported lazily, only when a CuPy array is actually seen or a GPU is asked for.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
 
-__all__ = ["get_xp", "to_numpy", "gpu_available", "is_cupy_array", "namespace", "fro"]
+__all__ = ["get_xp", "to_numpy", "gpu_available", "is_cupy_array", "namespace", "fro",
+           "one_blas_thread"]
 
 
 def is_cupy_array(a) -> bool:
@@ -102,3 +104,28 @@ def namespace(backend: str):
 
         return cupy
     raise ValueError(f"backend: expected 'numpy' or 'cupy', got {backend!r}")
+
+
+_BLAS = {}  # the threadpoolctl controller, found once (finding the libraries takes a few ms)
+
+
+def one_blas_thread(xp):
+    """Context in which NumPy's BLAS/LAPACK runs on one thread (a no-op for CuPy, or without
+    threadpoolctl).
+
+    For the integrator's small SVDs and QRs: with two OpenBLAS threads on this project's 2-core
+    machine, LAPACK's SVD of a 32 x 288 float32 matrix took about 3x as long as with one
+    (benchmarks/README.md), while the convolutions' large GEMMs gain from every thread. Entering
+    costs about 35 µs. Results do not depend on the thread count of the caller.
+    """
+    if xp.__name__.split(".")[0] != "numpy":
+        return contextlib.nullcontext()
+    if "controller" not in _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+            _BLAS["controller"] = ThreadpoolController()
+        except ImportError:
+            _BLAS["controller"] = None
+    c = _BLAS["controller"]
+    return contextlib.nullcontext() if c is None else c.limit(limits=1, user_api="blas")
+

@@ -148,3 +148,34 @@ def test_max_orthonormality_error(xp):
     assert got == pytest.approx(math.sqrt(2 * 3.0**2), rel=TOL.rtol)  # diag(4 - 1, 4 - 1)
     assert max_orthonormality_error([]) == 0.0
     assert orthonormality_error(xp.zeros((4, 0))) == 0.0
+
+
+def test_small_svds_and_qrs_run_on_one_blas_thread(monkeypatch):
+    """svd_thin and qr_signfixed run inside one_blas_thread: one BLAS thread for NumPy, whatever
+    the caller's setting; nothing for other backends."""
+    import types
+
+    import threadpoolctl
+
+    import refdlrt.tensor.linalg as linalg_module
+    from refdlrt.backend import one_blas_thread
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        with one_blas_thread(np):
+            inside = {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+        assert inside == {1}
+    fake_cupy = types.SimpleNamespace(__name__="cupy")
+    assert type(one_blas_thread(fake_cupy)).__name__ == "nullcontext"
+
+    entered = []
+    real = linalg_module.one_blas_thread
+
+    def spy(xp):
+        entered.append(xp.__name__)
+        return real(xp)
+
+    monkeypatch.setattr(linalg_module, "one_blas_thread", spy)
+    A = np.random.default_rng(0).standard_normal((6, 4))
+    linalg_module.svd_thin(A)
+    linalg_module.qr_signfixed(A)
+    assert entered == ["numpy", "numpy"]

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..backend import fro, get_xp
 from ..ops.conv import conv2d_forward, conv2d_weight_grad
+from ..tensor.linalg import svd_thin
 from ..tensor.tucker import multi_mode_product
 
 __all__ = [
@@ -138,10 +139,10 @@ def split_new_directions(A, U):
     For an augmented basis Û_i ⊇ range(U_i) of width r̂_i, m = r̂_i - r_i: N holds the new
     directions. U must have orthonormal columns.
     """
-    xp = get_xp(A, U)
+    get_xp(A, U)  # one backend for both (raises otherwise)
     B = U.T @ A  # r, a
     E = A - U @ B  # n, a
-    P, sigma, Zt = xp.linalg.svd(E, full_matrices=False)
+    P, sigma, Zt = svd_thin(E)
     tol = max(A.shape) * float(np.finfo(A.dtype).eps) * fro(A)
     m = int((sigma > tol).sum())
     return B, P[:, :m], sigma[:m, None] * Zt[:m]  # r x a;  n x m;  m x a

@@ -16,6 +16,7 @@ import numpy as np
 
 from .._checks import check_float_array, is_int
 from ..backend import fro, get_xp, to_numpy
+from .linalg import svd_thin
 from .tucker import Tucker, multi_mode_product, unfold
 
 __all__ = ["HOSVDInfo", "hosvd", "tail_norms", "truncation_rank"]
@@ -204,7 +205,7 @@ def hosvd(T, *, ranks=None, tau=None, r_min=1, r_max=None):
     capped a rank below r_ϑ.
     """
     _check_tensor(T)
-    xp = get_xp(T)
+    get_xp(T)  # a NumPy or CuPy array
     shape = tuple(int(n) for n in T.shape)
     d = len(shape)
     if ranks is not None and tau is not None:
@@ -220,7 +221,7 @@ def hosvd(T, *, ranks=None, tau=None, r_min=1, r_max=None):
 
     bases, sigmas, chosen, tails = [], [], [], []
     for i in range(d):
-        P, s, _ = xp.linalg.svd(unfold(T, i), full_matrices=False)  # n_i, k_i; k_i
+        P, s, _ = svd_thin(unfold(T, i))  # n_i, k_i; k_i
         k = int(s.shape[0])
         if ranks is not None:
             r = min(ranks[i], k)

@@ -8,16 +8,24 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import check_float_array, check_ndim
-from ..backend import get_xp
+from ..backend import get_xp, one_blas_thread
 from ..tolerances import tolerance
 
 __all__ = ["check_orthonormal", "max_orthonormality_error", "orth", "orthonormality_error",
-           "qr_signfixed"]
+           "qr_signfixed", "svd_thin"]
 
 
 def _check_matrix(A, name: str):
     check_float_array(A, name)
     check_ndim(A, 2, name, "rows, columns")
+
+
+def svd_thin(A):
+    """Thin SVD ``A = P diag(s) Zᵀ`` (``full_matrices=False``), on one BLAS thread for NumPy
+    (:func:`refdlrt.backend.one_blas_thread`: the integrator's matrices are small)."""
+    xp = get_xp(A)
+    with one_blas_thread(xp):
+        return xp.linalg.svd(A, full_matrices=False)
 
 
 def orth(A, *, rtol=None):
@@ -56,7 +64,7 @@ def orth(A, *, rtol=None):
         return xp.zeros((n, 0), dtype=A.dtype)
     if not bool(xp.isfinite(A).all()):
         raise ValueError(f"orth: A (shape {tuple(A.shape)}) contains NaN or Inf")
-    P, s, _ = xp.linalg.svd(A, full_matrices=False)  # n, min(n,m); min(n,m)
+    P, s, _ = svd_thin(A)  # n, min(n,m); min(n,m)
     k = int((s > rtol * s[0]).sum())  # s[0] = σ_max; zero matrix -> k = 0
     return P[:, :k]  # n, k
 
@@ -81,7 +89,8 @@ def qr_signfixed(A):
     """
     _check_matrix(A, "qr_signfixed: A")
     xp = get_xp(A)
-    Q, R = xp.linalg.qr(A)  # n, k; k, m  (mode="reduced")
+    with one_blas_thread(xp):
+        Q, R = xp.linalg.qr(A)  # n, k; k, m  (mode="reduced")
     d = (xp.diagonal(R) >= 0).astype(A.dtype) * 2 - 1  # k, entries +-1
     return Q * d[None, :], R * d[:, None]
 
