@@ -118,8 +118,14 @@ def mode_product(T, A, mode: int):
             f"{tuple(T.shape)}), so A must have shape (m, {T.shape[mode]}); got A shape "
             f"{tuple(A.shape)}"
         )
-    out = xp.tensordot(A, T, axes=([1], [mode]))  # m, n_j for j != mode
-    return xp.moveaxis(out, 0, mode)  # n_0, .., m, .., n_{d-1}
+    shape = tuple(T.shape)
+    pre, n, m = math.prod(shape[:mode]), shape[mode], A.shape[0]
+    new_shape = shape[:mode] + (m,) + shape[mode + 1:]
+    if mode == T.ndim - 1:  # last mode: one GEMM on the rows
+        return (T.reshape(pre, n) @ A.T).reshape(new_shape)  # pre, m
+    # the rest as pre GEMMs A (m x n) times (n x post) blocks (one GEMM for mode 0); no
+    # transposed copies, unlike tensordot + moveaxis
+    return xp.matmul(A, T.reshape(pre, n, math.prod(shape[mode + 1:]))).reshape(new_shape)
 
 
 def multi_mode_product(T, mats, *, skip=None, transpose: bool = False):
