@@ -116,7 +116,9 @@ def one_blas_thread(xp):
     For the integrator's small SVDs and QRs: with two OpenBLAS threads on this project's 2-core
     machine, LAPACK's SVD of a 32 x 288 float32 matrix took about 3x as long as with one
     (benchmarks/README.md), while the convolutions' large GEMMs gain from every thread. Entering
-    costs about 35 µs. Results do not depend on the thread count of the caller.
+    costs about 35 µs. Results do not depend on the thread count of the caller. The limit is
+    process-wide (threadpoolctl): run refdlrt in one thread per process (as ``refdlrt sweep``'s
+    workers do), not in several threads of one process.
     """
     if xp.__name__.split(".")[0] != "numpy":
         return contextlib.nullcontext()

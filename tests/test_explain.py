@@ -23,11 +23,17 @@ def test_explain_runs_and_every_check_is_ok(capsys, args):
     assert "this walk == tdlrt_step" in out and "lift exact" in out
 
 
-def test_layer_step_uses_the_projector_and_demo_is_its_alias(capsys):
+def test_layer_step_uses_the_projector_and_demo_is_its_alias(capsys, monkeypatch):
+    import refdlrt.nn.lowrank_projectors as lp
+
+    real, calls = lp._conv2d_weight_grad, []
+    monkeypatch.setattr(lp, "_conv2d_weight_grad",
+                        lambda xa, dya, *a: calls.append((xa.shape[1], dya.shape[1])) or real(xa, dya, *a))
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "TuckerConv2d" in out and "projector route (G never formed)" in out
     assert "NOT OK" not in out
+    assert calls and (6, 16) not in calls  # (C_in, C_out) would be G: the row's claim holds
 
 
 def _drop_old_basis(K, U, direction=None):

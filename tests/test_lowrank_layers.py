@@ -340,6 +340,20 @@ def test_split_new_directions_reconstructs_and_counts_the_new_directions(rng):
     assert N.shape == (n, 0) and S.shape == (0, 4)
 
 
+def test_split_new_directions_keeps_a_small_new_direction_of_a_wide_float32_basis(rng):
+    """The cut is relative to the largest column, not to ||A||_F (which grows with the width):
+    a direction leaving range(U) by 5e-4 in one of 256 orthonormal float32 columns is kept."""
+    n, r = 512, 256
+    Q = np.linalg.qr(rng.standard_normal((n, r + 1)))[0]
+    U = Q[:, :r].astype(np.float32)
+    A = U.copy()
+    A[:, -1] = np.sqrt(1 - 5e-4**2) * Q[:, r - 1] + 5e-4 * Q[:, r]
+    B, N, S = lp.split_new_directions(A, U)
+    assert N.shape == (n, 1)
+    # float32 rounding of 256-term sums: ~1e-5 here; the dropped direction would give 5e-4
+    assert np.abs(U @ B + N @ S - A).max() < 1e-5
+
+
 @pytest.mark.parametrize("kind", ["tucker-plain", "tucker-blocks", "tucker-dense", "matrix", "linear"])
 @given(data=st.data(), tau=st.sampled_from([0.0, 0.05, 0.3]))
 def test_tdlrt_step_through_projector_equals_step_with_dense_gradient(xp, kind, data, tau):

@@ -147,11 +147,13 @@ def augment(K, U, *, direction=None):
     so a rank-deficient matrix gives exactly its rank and never columns outside its range.
     Width r̂_i ≤ min(2 r_i, n_i). Then M̂_i = Û_i^T U_i  (r̂_i x r_i). Every direction of
     range(U_i) has singular value >= 1 in these matrices, so range(Û_i) ⊇ range(U_i) to rounding.
-    A square U_i (r_i = n_i) already spans everything: then Û_i = U_i and M̂_i = I, no SVD.
+    A square U_i (r_i = n_i) already spans everything: then Û_i = Q from the sign-fixed QR of
+    U_i (U_i re-orthonormalised, so rounding cannot accumulate over steps), no SVD.
     """
     xp = get_xp(K, U)
     if U.shape[0] == U.shape[1]:  # range(U_i) is the whole space
-        return U, xp.eye(U.shape[1], dtype=U.dtype)
+        U_hat, _ = qr_signfixed(U)  # n_i x n_i
+        return U_hat, U_hat.T @ U
     if direction is None:
         B = xp.concatenate([K, U], axis=1)  # n_i x (k + r_i)
     else:

@@ -6,7 +6,8 @@ the bias in ``params``. After ``backward``, ``projector()`` returns an object wh
 ``project(mats) = G x_0 mats[0]^T ... x_{d-1} mats[d-1]^T`` (None: mode unprojected),
 G = dL/dW at W = weight.to_tensor(), computed from the cached layer input and output
 gradient through reduced contractions (see :mod:`refdlrt.nn.lowrank_projectors`); the dense G
-is never formed on that route. ``dense_gradient()`` forms G (the readable oracle).
+is not formed on that route (a Tucker conv whose ranks are close to its channel counts forms it
+once, its "dense" route, when that is cheaper). ``dense_gradient()`` forms G (the readable oracle).
 ``dense_shape`` is the shape of the Tucker tensor (and of G); ``dense_weight()`` is the
 layer's kernel in the dense layer's layout (OIHW for convolutions, (out, in) for linear).
 """

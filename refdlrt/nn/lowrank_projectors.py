@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import fro, get_xp
+from ..backend import get_xp
 from ..ops.conv import conv2d_forward, conv2d_weight_grad
 from ..tensor.linalg import svd_thin
 from ..tensor.tucker import multi_mode_product
@@ -135,15 +135,18 @@ def split_new_directions(A, U):
 
     Returns (B, N, S): B = U^T A (r x a), N (n x m) with orthonormal columns orthogonal to U,
     S = N^T (A - U B) (m x a), m the numerical rank of E = A - U B (singular values above
-    max(n, a) eps ||A||_F; what is cut is rounding noise, so A = U B + N S to rounding).
+    max(n, a) eps max_j ||A[:, j]||, a lower bound of ||A||_2, so never looser than
+    :func:`refdlrt.tensor.linalg.orth`; what is cut is rounding noise, A = U B + N S to rounding).
     For an augmented basis Û_i ⊇ range(U_i) of width r̂_i, m = r̂_i - r_i: N holds the new
     directions. U must have orthonormal columns.
     """
-    get_xp(A, U)  # one backend for both (raises otherwise)
+    xp = get_xp(A, U)
     B = U.T @ A  # r, a
     E = A - U @ B  # n, a
     P, sigma, Zt = svd_thin(E)
-    tol = max(A.shape) * float(np.finfo(A.dtype).eps) * fro(A)
+    big = float(xp.abs(A).max()) if A.size else 0.0
+    col = big * float(xp.sqrt(((A / big) ** 2).sum(axis=0)).max()) if big else 0.0  # max ||A[:, j]||
+    tol = max(A.shape) * float(np.finfo(A.dtype).eps) * col
     m = int((sigma > tol).sum())
     return B, P[:, :m], sigma[:m, None] * Zt[:m]  # r x a;  n x m;  m x a
 
