@@ -283,7 +283,7 @@ def _check_dy(dy, g: ConvGeometry, dtype):
 
 
 def _backward(dy, x, w, g: ConvGeometry, *, need_dx: bool, need_dw: bool = True):
-    """(dx or None, dw or None) block by block: dW_mat = col^T dY, dx = col2im(dY W_mat^T)."""
+    """(dx or None, dw or None) block by block: dW_mat^T = dY^T col, dx = col2im(dY W_mat^T)."""
     xp = get_xp(dy, x)
     (kh, kw), (Hp, Wp), (Ho, Wo) = g.kernel, g.padded_size, g.out_size
     C, O, K = g.c_in, g.c_out, kh * kw * g.c_in
@@ -292,8 +292,8 @@ def _backward(dy, x, w, g: ConvGeometry, *, need_dx: bool, need_dw: bool = True)
     if need_dw:
         xpad = xp.zeros((nb, Hp, Wp, C), dtype=x.dtype)
         col = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=x.dtype)
-        dw_mat = xp.zeros((K, O), dtype=x.dtype)
-        dw_part = xp.empty((K, O), dtype=x.dtype)
+        dw_mat = xp.zeros((O, K), dtype=x.dtype)  # dW_mat^T
+        dw_part = xp.empty((O, K), dtype=x.dtype)
     dybuf = xp.empty((nb, Ho, Wo, O), dtype=x.dtype)
     dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     for n0, n1 in blocks:
@@ -302,13 +302,14 @@ def _backward(dy, x, w, g: ConvGeometry, *, need_dx: bool, need_dw: bool = True)
         if need_dw:
             dy_n = dybuf[:n].reshape(n * Ho * Wo, O)
             col_n = _im2col_into(col[:n], _pad_nhwc_into(xpad[:n], x[n0:n1], g), g.stride, g.dilation)
-            xp.matmul(col_n.reshape(n * Ho * Wo, K).T, dy_n, out=dw_part)  # K, O
+            # dY^T col (O x K) streams col once; faster than col^T dY for few output channels
+            xp.matmul(dy_n.T, col_n.reshape(n * Ho * Wo, K), out=dw_part)  # O, K
             dw_mat += dw_part
         if need_dx:
             dx[n0:n1] = dx_block(dybuf[:n]).transpose(0, 3, 1, 2)  # n, C, H, W
     if not need_dw:
         return dx, None
-    dw = xp.ascontiguousarray(dw_mat.reshape(kh, kw, C, O).transpose(3, 2, 0, 1))  # O, C, kh, kw
+    dw = xp.ascontiguousarray(dw_mat.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))  # O, C, kh, kw
     return dx, dw
 
 
@@ -321,7 +322,8 @@ def conv2d_backward(dy, cache, *, need_dx: bool = True, need_dw: bool = True):
     Notes
     -----
     With dY[(n, oh, ow), o] = dy[n, o, oh, ow] and col as in the forward (rebuilt block by
-    block from the cached x): dW_mat = col^T dY, dw[o, c, i, j] = dW_mat[(i, j, c), o];
+    block from the cached x): dW_mat = col^T dY (formed as its transpose dY^T col),
+    dw[o, c, i, j] = dW_mat[(i, j, c), o];
     db[o] = sum_{n, oh, ow} dy[n, o, oh, ow]; dx = col2im(dY W_mat^T), computed by
     `_select_dx_route` either so or as the equal transposed convolution.
     """
