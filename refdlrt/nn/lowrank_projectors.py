@@ -39,10 +39,14 @@ __all__ = [
     "split_new_directions",
 ]
 
-# Cost of one element copied into an im2col matrix, in multiply-adds of the GEMM that reads
-# it (a strided copy moves ~1e9 elements/s per core, the GEMM does ~3e10 multiply-adds/s in
-# float32; measured in benchmarks/run.py, "layer").
-_COPY_COST = 32
+# Cost of one element of a patch matrix in the model of TuckerConvProjector.cost, in GEMM
+# multiply-adds: it stands for every pass over the activations that a reduced gradient adds
+# (im2col copies, NCHW <-> NHWC transposes of dy, channel projections of x and dy), which run
+# at memory speed while the GEMMs run at full speed on every core. Calibrated on a quiet 2-core
+# machine (benchmarks/run.py "layer" shape, 64 -> 64, N = 128, 32x32, float32, 2 threads):
+# forming G was as fast as the blocks route at r = 4 and faster at r = 8, 16, 24
+# (400 vs 453, 429 vs 565, 514 vs 814 ms for the step).
+_COPY_COST = 256
 
 
 def channel_matmul(A, x):
