@@ -330,3 +330,24 @@ def test_train_reports_the_validation_accuracy(tiny_data, tmp_path, capsys):
     assert "val_accuracy" in (out / "history.csv").read_text().splitlines()[0]
     with pytest.raises(ValueError, match="val_fraction"):
         main(["--debug", "train", "--val-fraction", "1.5", "--out", str(tmp_path / "r2")])
+
+
+def test_the_ranks_plot_takes_a_tucker_and_a_matrix_version_of_the_same_layer(tmp_path):
+    """tdlrt's conv2 has four mode ranks, matrix-dlrt's conv2 two (one rank): one figure for
+    both, each group drawn on the panels it has (this crashed --report on a mixed sweep)."""
+    import types
+
+    from refdlrt.experiments.plots import ranks_over_training
+
+    table = []
+    for method, ranks in (("tdlrt", {"conv2": [9, 6, 5, 5], "fc1": [15, 15]}),
+                          ("matrix-dlrt", {"conv2": [12, 12], "fc1": [16, 16]})):
+        cell = tmp_path / "cells" / method
+        cell.mkdir(parents=True)
+        steps = [dict(epoch=0, step=j, ranks=ranks) for j in range(3)]
+        (cell / "history.json").write_text(json.dumps({"steps": steps}))
+        table.append(dict(id=method, group=f"method={method}", method=method, reported=True,
+                          status="ok"))
+    out = tmp_path / "ranks.png"
+    ranks_over_training(types.SimpleNamespace(out=str(tmp_path)), table, str(out))
+    assert out.stat().st_size > 0

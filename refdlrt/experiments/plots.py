@@ -64,6 +64,11 @@ def accuracy_vs_params(summary, fixed, path):
     plt.close(fig)
 
 
+def _has_mode(ranks, i: int) -> bool:
+    """Whether a layer's rank list has a panel for mode i (a matrix layer [r, r] only mode 0)."""
+    return ranks is not None and (i == 0 if len(ranks) == 2 else i < len(ranks))
+
+
 def ranks_over_training(state, table, path):
     plt = _plt()
     series = {}  # group label -> list of step-rank dicts (one per reported seed)
@@ -87,6 +92,8 @@ def ranks_over_training(state, table, path):
                              squeeze=False)
     for ax, (name, i) in zip(axes[0], panels):
         for k, (label, runs) in enumerate(series.items()):
+            if not _has_mode(runs[0][0]["ranks"].get(name), i):  # e.g. conv2 as a matrix
+                continue
             n = min(len(s) for s in runs)
             per_epoch = max(sum(1 for s in runs[0] if s["epoch"] == 0), 1)
             mean = [sum(s[j]["ranks"].get(name, [0] * (i + 1))[i] for s in runs) / len(runs)
