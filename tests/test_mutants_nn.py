@@ -269,3 +269,96 @@ def test_project_never_returns_the_memoised_array(rng, kind):
     keep = first.copy()
     first[...] = 0.0  # a caller writing into its result
     np.testing.assert_array_equal(P.project(mats), keep)
+
+
+# --- the Tucker projector's routes (issue 14) ---------------------------------------------------
+
+
+def _tucker_projector(rng, shape=(6, 5, 3, 3), ranks=(2, 3, 2, 2), **kw):
+    """A TuckerConvProjector built directly from a layer's forward and backward."""
+    layer = TuckerConv2d(random_tucker(shape, ranks, rng), padding=1)
+    x = rng.standard_normal((2, shape[1], 5, 5))
+    dy = rng.standard_normal(layer.forward(x).shape)
+    layer.projection_route = "plain"
+    layer.backward(dy)
+    c = layer._cached()
+    U0, U1 = layer.weight.factors[:2]
+    args = (x, c.z1, dy, lp.channel_matmul(U0.T, dy), layer.weight.factors, c.geometry)
+    return lp.TuckerConvProjector(*args, **kw), layer
+
+
+def test_cost_model_values(rng, monkeypatch):
+    """cost(route) = sum of kh kw b (a + C) over the route's kernel gradients (a, b the output and
+    input channels; C = _COPY_COST; a gradient with no channel costs 0); the S-step at
+    r̂_i = min(2 r_i, n_i), i.e. m_i = r̂_i - r_i new directions."""
+    monkeypatch.setattr(lp, "_COPY_COST", 7)
+    P, _ = _tucker_projector(rng, shape=(10, 8, 3, 2), ranks=(3, 5, 3, 2))
+
+    def g(a, b):
+        return 3 * 2 * b * (a + 7)
+
+    m0, m1 = 3, 3  # min(6, 10) - 3, min(10, 8) - 5
+    assert P.cost("dense") == g(10, 8)
+    assert P.cost("blocks") == g(10, 5) + g(3, 8) + g(m0, m1)
+    assert P.cost("plain") == g(10, 5) + g(3, 8) + g(m0 + 3, m1 + 5)
+    full, _ = _tucker_projector(rng, shape=(10, 8, 3, 2), ranks=(10, 5, 3, 2))  # r0 = n0: m0 = 0
+    assert full.cost("blocks") == g(10, 5) + g(10, 8)  # the new-direction gradient costs 0
+
+
+def test_auto_takes_dense_on_a_tie_and_blocks_only_when_cheapest(rng, monkeypatch):
+    # (16, 16) at r = 4, m = 4: dense 16 (16 + C) = blocks 4 (16 + C) + 16 (4 + C) + 4 (4 + C) at C = 14
+    monkeypatch.setattr(lp, "_COPY_COST", 14)
+    P, _ = _tucker_projector(rng, shape=(16, 16, 3, 3), ranks=(4, 4, 3, 3))
+    assert P.cost("dense") == P.cost("blocks") and P.route == "dense"
+    # blocks < dense < plain (228 < 256 < 336 per tap at C = 0): only a comparison with the
+    # blocks cost picks blocks
+    monkeypatch.setattr(lp, "_COPY_COST", 0)
+    P, _ = _tucker_projector(rng, shape=(16, 16, 3, 3), ranks=(6, 6, 3, 3))
+    assert P.cost("blocks") < P.cost("dense") < P.cost("plain") and P.route == "blocks"
+
+
+def test_default_route_is_auto_and_reduced_own_is_memoised(rng, monkeypatch):
+    P, layer = _tucker_projector(rng)
+    assert P.route in ("blocks", "dense")
+    calls = _count(monkeypatch, "_conv2d_weight_grad")
+    U0, U1 = layer.weight.factors[:2]
+    dK = np.full((2, 3, 3, 3), 7.0)
+    P2, _ = _tucker_projector(rng, reduced_own=dK, route="plain")
+    U0, U1 = P2.U0, P2.U1
+    np.testing.assert_array_equal(P2.project([U0, U1, None, None]), dK)
+    assert calls == []
+
+
+def test_blocks_route_with_only_one_k_step_memoised_falls_back_to_plain(rng):
+    P, layer = _tucker_projector(rng, route="blocks")
+    U = layer.weight.factors
+    P.project([None, U[1], None, None])  # only G x_1 U_1^T is memoised
+    A0, A1 = _orth(rng, 6, 4), _orth(rng, 5, 4)
+    want = layer.dense_gradient()
+    want = np.einsum("abkl,ai,bj->ijkl", want, A0, A1)
+    np.testing.assert_allclose(P.project([A0, A1, None, None]), want, rtol=0, atol=1e-12)
+
+
+def test_split_new_directions_edge_cases_and_its_cut():
+    """Empty and zero A (no warnings, no direction); the cut max(n, a) eps max_j ||A[:, j]||,
+    checked exactly: U = e1, e2 and A's only new direction s t e3 (s a power of two, so every
+    product is exact), the largest column norm s sqrt(2), the largest row norm s sqrt(3)."""
+    import warnings
+
+    U = np.eye(8)[:, :2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        B, N, S = lp.split_new_directions(np.zeros((8, 0)), U)
+        assert N.shape == (8, 0) and S.shape == (0, 0) and B.shape == (2, 0)
+        B, N, S = lp.split_new_directions(np.zeros((8, 3)), U)
+        assert N.shape == (8, 0) and S.shape == (0, 3)
+    eps, s = np.finfo(np.float64).eps, 2.0**20
+    e = np.eye(8)
+
+    def A(t):
+        return s * np.stack([e[0] + e[1], e[1] + t * e[2], e[0] - e[1]], axis=1)
+
+    cut = 8 * eps * np.sqrt(2)  # relative to s: 11.3 eps
+    assert lp.split_new_directions(A(8 * eps), U)[1].shape[1] == 0  # 8 eps < cut: rounding noise
+    assert lp.split_new_directions(A(12.5 * eps), U)[1].shape[1] == 1  # between the cut and 8 sqrt(3) eps
+    assert 8 * eps < cut < 12.5 * eps < 8 * np.sqrt(3) * eps
