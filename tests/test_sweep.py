@@ -351,3 +351,16 @@ def test_the_ranks_plot_takes_a_tucker_and_a_matrix_version_of_the_same_layer(tm
     out = tmp_path / "ranks.png"
     ranks_over_training(types.SimpleNamespace(out=str(tmp_path)), table, str(out))
     assert out.stat().st_size > 0
+
+
+def test_a_collapsed_baseline_is_listed_under_the_figure_not_drawn(tmp_path):
+    from refdlrt.experiments.plots import accuracy_vs_params
+
+    def group(method, acc, frac):
+        return dict(method=method, _axes=["method"], test_accuracy_mean=acc, test_accuracy_std=0.01,
+                    lowrank_param_fraction_mean=frac, lowrank_param_fraction_std=0.0)
+
+    summary = [group("dense", 0.98, 1.0), group("tdlrt", 0.97, 0.23), group("tucker-direct", 0.113, 0.24)]
+    off = accuracy_vs_params(summary, {}, str(tmp_path / "a.png"))
+    assert off == ["tucker-direct: 11.3 %"]
+    assert accuracy_vs_params(summary[:2], {}, str(tmp_path / "b.png")) == []

@@ -38,14 +38,26 @@ def _label(row, skip=("method",)) -> str:
     return ", ".join(parts)
 
 
+# groups this many points or more below the best are listed under the axes, not drawn, so
+# that a collapsed baseline (chance level) does not squeeze the others into one line
+OFF_AXIS_POINTS = 25.0
+
+
 def accuracy_vs_params(summary, fixed, path):
+    """The paper's figure; returns the groups listed under the axes instead of drawn."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    seen = set()
+    seen, off = set(), []
+    best = max((100 * r["test_accuracy_mean"] for r in summary if r["test_accuracy_mean"] is not None),
+               default=0.0)
     for r in summary:
         if r["test_accuracy_mean"] is None:
             continue
         m = _method(r, fixed)
+        if 100 * r["test_accuracy_mean"] < best - OFF_AXIS_POINTS:
+            off.append(f"{m}{' (' + _label(r) + ')' if _label(r) else ''}: "
+                       f"{100 * r['test_accuracy_mean']:.1f} %")
+            continue
         ax.errorbar(100 * r["lowrank_param_fraction_mean"], 100 * r["test_accuracy_mean"],
                     xerr=100 * r["lowrank_param_fraction_std"], yerr=100 * r["test_accuracy_std"],
                     marker=MARKERS.get(m, "o"), color=f"C{list(MARKERS).index(m) if m in MARKERS else 5}",
@@ -55,13 +67,15 @@ def accuracy_vs_params(summary, fixed, path):
         if text:
             ax.annotate(text, (100 * r["lowrank_param_fraction_mean"], 100 * r["test_accuracy_mean"]),
                         textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xlabel("low-rank layers' parameters / dense (%)")
+    ax.set_xlabel("low-rank layers' parameters / dense (%)"
+                  + ("\nnot shown (far below): " + "; ".join(off) if off else ""))
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
     if seen:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     _save(fig, path)
     plt.close(fig)
+    return off
 
 
 def _has_mode(ranks, i: int) -> bool:
