@@ -364,3 +364,22 @@ def test_a_collapsed_baseline_is_listed_under_the_figure_not_drawn(tmp_path):
     off = accuracy_vs_params(summary, {}, str(tmp_path / "a.png"))
     assert off == ["tucker-direct: 11.3 %"]
     assert accuracy_vs_params(summary[:2], {}, str(tmp_path / "b.png")) == []
+
+
+def test_the_summary_tells_unfinished_from_failed_cells():
+    """A partial sweep (--report while it runs): cells not run yet are "to run", not failed."""
+    import types
+
+    from refdlrt.experiments.aggregate import markdown, summarize
+
+    g = (("method", "dense"),)
+    cells = [types.SimpleNamespace(id=f"c{k}", group=g, group_label="method=dense", seed=k,
+                                   phase="run") for k in range(4)]
+    state = types.SimpleNamespace(cells=cells, plan=types.SimpleNamespace(select_lr=None))
+    metrics = dict(lr=0.1, test_accuracy=0.9, lowrank_param_fraction=1.0, val_accuracy=None,
+                   conv_compression=0.0, seconds_per_epoch=1.0)
+    table = [dict(id=f"c{k}", reported=True, status=st, **metrics)
+             for k, st in enumerate(("ok", "error", "unfinished", "diverged"))]
+    (row,) = summarize(state, table)
+    assert (row["ok"], row["diverged"], row["failed"], row["unfinished"]) == (1, 1, 1, 1)
+    assert "| 1 / 4 (1 to run) (1 failed) |" in markdown([row])

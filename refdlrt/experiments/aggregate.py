@@ -19,7 +19,7 @@ __all__ = ["rows", "summarize", "write_tables", "ROW_COLUMNS", "SUMMARY_COLUMNS"
 METRICS = ("test_accuracy", "val_accuracy", "train_loss", "lowrank_param_fraction",
            "conv_compression", "seconds_per_epoch", "epochs")
 ROW_COLUMNS = ("id", "status", "reported", "phase", "group", "seed", "lr") + METRICS + ("ranks", "message")
-SUMMARY_COLUMNS = ("group", "lr", "seeds", "ok", "diverged", "failed", "test_accuracy_mean",
+SUMMARY_COLUMNS = ("group", "lr", "seeds", "ok", "diverged", "failed", "unfinished", "test_accuracy_mean",
                    "test_accuracy_std", "val_accuracy_mean", "lowrank_param_fraction_mean",
                    "lowrank_param_fraction_std", "conv_compression_mean",
                    "seconds_per_epoch_mean", "diverged_in_selection", "selection")
@@ -89,7 +89,8 @@ def summarize(state: SweepState, table: list) -> list:
         row["seeds"] = len({c.seed for c in cells})
         row["ok"] = len(ok)
         row["diverged"] = sum(r["status"] == "diverged" for r in rep)
-        row["failed"] = row["seeds"] - len(ok) - row["diverged"]
+        row["failed"] = sum(r["status"] in ("error", "skipped") for r in rep)
+        row["unfinished"] = row["seeds"] - len(ok) - row["diverged"] - row["failed"]  # not run yet
         for m in ("test_accuracy", "lowrank_param_fraction"):
             row[f"{m}_mean"], row[f"{m}_std"] = _mean_std([r[m] for r in ok])
         for m in ("val_accuracy", "conv_compression", "seconds_per_epoch"):
@@ -116,7 +117,9 @@ def markdown(summary: list) -> str:
         lr = "–" if r["lr"] is None else f"{r['lr']:g}" + (" (chosen)" if sel else "")
         sp = r["seconds_per_epoch_mean"]
         lines.append(
-            f"| {r['group']} | {lr} | {r['ok']} / {r['seeds']} | "
+            f"| {r['group']} | {lr} | {r['ok']} / {r['seeds']}"
+            + (f" ({r['unfinished']} to run)" if r.get("unfinished") else "")
+            + (f" ({r['failed']} failed)" if r.get("failed") else "") + " | "
             f"{_pct(r['test_accuracy_mean'], r['test_accuracy_std'])} | {_pct(r['val_accuracy_mean'])} | "
             f"{_pct(r['lowrank_param_fraction_mean'], r['lowrank_param_fraction_std'])} | "
             f"{_pct(r['conv_compression_mean'])} | {'–' if sp is None else f'{sp:.1f}'} | "
