@@ -83,7 +83,6 @@ from machine import cpu_busy_seconds  # benchmarks/ is the script's folder
 
 from refdlrt.backend import to_numpy
 from refdlrt.dlrt.integrator import tdlrt_step
-from refdlrt.nn.layers import Conv2d
 from refdlrt.nn.lowrank_layers import TuckerConv2d
 from refdlrt.ops.conv import conv2d_backward, conv2d_forward
 from refdlrt.ops.loss import softmax_cross_entropy, softmax_cross_entropy_backward
@@ -233,14 +232,7 @@ def instrumented_step(tr, xb, yb, lr):
     loss, cache = softmax_cross_entropy(logits, yb)
     loss = float(loss)
     t1 = time.perf_counter()
-    d = softmax_cross_entropy_backward(cache)
-    for layer in reversed(tr.layers[1:]):
-        d = layer.backward(d)
-    first = tr.layers[0]
-    if isinstance(first, Conv2d):
-        first.backward(d, need_dx=False)
-    else:
-        first.backward(d)
+    tr.backward(softmax_cross_entropy_backward(cache))
     t2 = time.perf_counter()
     t["forward"], t["backward"], mu = t1 - t0, t2 - t1, tr.cfg.momentum
     for k, layer in enumerate(tr.layers):

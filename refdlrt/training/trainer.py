@@ -179,14 +179,7 @@ class Trainer:
         loss = float(loss)
         if not math.isfinite(loss):
             raise TrainingDiverged(f"the loss became NaN/Inf ({loss}) in epoch {self.epoch + 1}")
-        d = softmax_cross_entropy_backward(cache)
-        for layer in reversed(self.layers[1:]):
-            d = layer.backward(d)
-        first = self.layers[0]  # nobody needs the input gradient of the first layer
-        if isinstance(first, Conv2d):
-            first.backward(d, need_dx=False)
-        else:
-            first.backward(d)
+        self.backward(softmax_cross_entropy_backward(cache))
         mu = self.cfg.momentum
         for k, layer in enumerate(self.layers):
             for name, p in layer.params.items():
@@ -199,6 +192,18 @@ class Trainer:
                     raise TrainingDiverged(f"layer {layer.name}, epoch {self.epoch + 1}: {e}") from e
         acc = float(to_numpy((logits.argmax(axis=1) == yb).mean()))
         return loss, acc
+
+    def backward(self, d):
+        """Every layer's backward from the loss gradient ``d`` of the logits, last layer first
+        (sets the layers' grads and projectors). Nobody needs the input gradient of the first
+        layer, so a first convolution computes none."""
+        for layer in reversed(self.layers[1:]):
+            d = layer.backward(d)
+        first = self.layers[0]
+        if isinstance(first, Conv2d):
+            first.backward(d, need_dx=False)
+        else:
+            first.backward(d)
 
     def _heavy_ball(self, key, g, mu):
         if mu == 0:
