@@ -205,7 +205,6 @@ def hosvd(T, *, ranks=None, tau=None, r_min=1, r_max=None):
     capped a rank below r_ϑ.
     """
     _check_tensor(T)
-    get_xp(T)  # a NumPy or CuPy array
     shape = tuple(int(n) for n in T.shape)
     d = len(shape)
     if ranks is not None and tau is not None:
