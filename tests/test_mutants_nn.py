@@ -181,11 +181,18 @@ def _orth(rng, n, r):
     return np.linalg.qr(rng.standard_normal((n, r)))[0]
 
 
-def test_tucker_projector_reuses_z1_and_dz2_for_the_layer_factors(rng, monkeypatch):
+def _plain_tucker_layer(rng):
+    """A (4, 3, 3, 3) Tucker conv at ranks 2 on the plain projection route (the route these
+    tests are about), after one forward and backward."""
     layer = TuckerConv2d(random_tucker((4, 3, 3, 3), (2, 2, 2, 2), rng), padding=1)
-    layer.projection_route = "plain"  # the route these tests are about
+    layer.projection_route = "plain"
     layer.forward(rng.standard_normal((2, 3, 5, 5)))
     layer.backward(rng.standard_normal((2, 4, 5, 5)))
+    return layer
+
+
+def test_tucker_projector_reuses_z1_and_dz2_for_the_layer_factors(rng, monkeypatch):
+    layer = _plain_tucker_layer(rng)
     P = layer.projector()
     U0, U1 = layer.weight.factors[:2]
     calls = _count(monkeypatch, "channel_matmul")
@@ -234,10 +241,7 @@ def test_linear_projector_reuses_z1_and_dz2(rng):
 
 
 def test_projector_memoises_exactly_its_last_four_reduced_gradients(rng, monkeypatch):
-    layer = TuckerConv2d(random_tucker((4, 3, 3, 3), (2, 2, 2, 2), rng), padding=1)
-    layer.projection_route = "plain"  # the route these tests are about
-    layer.forward(rng.standard_normal((2, 3, 5, 5)))
-    layer.backward(rng.standard_normal((2, 4, 5, 5)))
+    layer = _plain_tucker_layer(rng)
     P = layer.projector()
     calls = _count(monkeypatch, "_conv2d_weight_grad")
     A = [_orth(rng, 4, 2) for _ in range(5)]
@@ -254,10 +258,7 @@ def test_projector_memoises_exactly_its_last_four_reduced_gradients(rng, monkeyp
 @pytest.mark.parametrize("kind", ["tucker", "linear"])
 def test_project_never_returns_the_memoised_array(rng, kind):
     if kind == "tucker":
-        layer = TuckerConv2d(random_tucker((4, 3, 3, 3), (2, 2, 2, 2), rng), padding=1)
-        layer.projection_route = "plain"  # the route these tests are about
-        layer.forward(rng.standard_normal((2, 3, 5, 5)))
-        layer.backward(rng.standard_normal((2, 4, 5, 5)))
+        layer = _plain_tucker_layer(rng)
         mats = list(layer.weight.factors[:2]) + [None, None]
     else:
         layer = LowRankLinear(random_tucker((4, 6), (2, 2), rng))
