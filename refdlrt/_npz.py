@@ -17,7 +17,12 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip file can hold
 
 class NpzFileError(ValueError):
     """A file cannot be used: missing, unreadable, not plain arrays (checkpoints, golden and
-    candidate files of the oracle)."""
+    candidate files of the oracle). ``reason`` is the message without the file's name, for
+    callers that name the file in words of their own."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = message if reason is None else reason
 
 
 def write_npz(path, arrays: dict) -> str:
@@ -55,9 +60,10 @@ def read_npz(path) -> dict:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except FileNotFoundError:
-        raise NpzFileError(f"{path}: no such file") from None
+        raise NpzFileError(f"{path}: no such file", "no such file") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         msg = str(e)
         if "Object arrays" in msg or "pickle" in msg:  # never follow NumPy's advice to unpickle
             msg = "it holds Python objects, which would need unpickling; refused"
-        raise NpzFileError(f"{path}: not a readable .npz of plain arrays ({msg})") from None
+        reason = f"not a readable .npz of plain arrays ({msg})"
+        raise NpzFileError(f"{path}: {reason}", reason) from None

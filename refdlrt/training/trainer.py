@@ -143,7 +143,10 @@ class Trainer:
         self.data = standardize(data)
         self.dtype = np.dtype(cfg.dtype)
         self.rng = np.random.default_rng(cfg.seed)
-        c, h = data.x_train.shape[1], data.x_train.shape[2]
+        c, h, w = data.x_train.shape[1:]
+        if h != w:
+            raise ValueError(f"data: expected square images (the models take input_size x input_size), "
+                             f"got {h} x {w} images in {data.name}")
         kw = dict(in_channels=c, n_classes=data.n_classes, input_size=h)
         if cfg.model == "vgg_small":
             kw["widths"] = tuple(cfg.widths)
@@ -319,7 +322,7 @@ class Trainer:
         for k, ly in enumerate(self.layers):
             for name, p in ly.params.items():
                 arrays[f"layer{k}/param/{name}"] = to_numpy(p)
-            for name, s in getattr(ly, "state", {}).items():
+            for name, s in ly.state.items():
                 arrays[f"layer{k}/state/{name}"] = to_numpy(s)
             if hasattr(ly, "weight"):
                 arrays[f"layer{k}/core"] = to_numpy(ly.weight.core)
@@ -343,7 +346,7 @@ class Trainer:
             return read_npz(path)
         except NpzFileError as e:
             raise ValueError(f"checkpoint {path}: not a refdlrt checkpoint (expected an .npz written "
-                             f"by Trainer.save): {str(e).split(': ', 1)[-1]}") from None
+                             f"by Trainer.save): {e.reason}") from None
 
     @staticmethod
     def read_meta(path) -> dict:
@@ -389,7 +392,7 @@ class Trainer:
         for k, ly in enumerate(tr.layers):
             for name in list(ly.params):
                 ly.params[name] = get(f"layer{k}/param/{name}", ly.params[name])
-            for name in list(getattr(ly, "state", {})):
+            for name in list(ly.state):
                 ly.state[name] = get(f"layer{k}/state/{name}", ly.state[name])
             if hasattr(ly, "weight"):
                 d = ly.weight.ndim
