@@ -27,7 +27,13 @@ import pytest
 from helpers import ForeignArray
 
 from refdlrt.tensor.hosvd import hosvd, tail_norms, truncation_rank
-from refdlrt.tensor.linalg import check_orthonormal, orth, orthonormality_error, qr_signfixed
+from refdlrt.tensor.linalg import (
+    check_orthonormal,
+    orth,
+    orthonormality_error,
+    qr_signfixed,
+    svd_thin,
+)
 from refdlrt.tensor.ranks import compatible_ranks, init_ranks
 from refdlrt.tensor.tucker import Tucker, mode_product, tucker_to_tensor
 from refdlrt.tolerances import tolerance
@@ -290,3 +296,12 @@ def test_init_ranks_rejects_fractions_outside_0_1(bad):
     with pytest.raises(ValueError, match=_exact(
             f"init rank fraction: expected 0 < fraction <= 1, got {bad}")):
         init_ranks((4, 4), bad)
+
+
+@pytest.mark.parametrize("shape", [(7, 3), (3, 7), (4, 4)])
+def test_svd_thin_returns_the_thin_factors(shape):
+    A = np.random.default_rng(0).standard_normal(shape)
+    P, s, Zt = svd_thin(A)
+    k = min(shape)
+    assert P.shape == (shape[0], k) and s.shape == (k,) and Zt.shape == (k, shape[1])
+    np.testing.assert_allclose((P * s) @ Zt, A, atol=1e-13)  # float64 rounding of a 7 x 3 product
