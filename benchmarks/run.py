@@ -492,7 +492,42 @@ def section_conv(quick):
         checks.append(check(f"conv: ours / torch f+b, {name}", ours / theirs, target, load.share))
     print_table(f"conv2d f+b, N={N}, 64->64, {H}x{H}, 3x3, pad 1 (ms, medians)",
                 ["dtype", "ours", "torch", "ratio", "target", "other"], rows)
+    res["weight_grad"] = weight_grad_routes(N, H, 2 if quick else 7, rng)
     return res, checks
+
+
+def weight_grad_routes(N, H, repeats, rng) -> dict:
+    """The kernel gradient alone for 64 input and 16 output channels (a K-step's reduced
+    gradient, or a matrix-DLRT projection): patches of x (the backward's route) against patches
+    of dy (what ``conv2d_weight_grad`` takes here) and torch; information, no target."""
+    from refdlrt.ops.conv import _backward, _dw_by_transposed_patches, _geometry, conv2d_weight_grad
+
+    x = rng.standard_normal((N, 64, H, H), dtype=np.float32)
+    dy = rng.standard_normal((N, 16, H, H), dtype=np.float32)
+    w = np.zeros((16, 64, 3, 3), np.float32)
+    g = _geometry(x, w, None, 1, 1, 1)
+    xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
+    wt = torch.from_numpy(w).requires_grad_()
+    runs = {"patches of x": lambda: _backward(dy, x, w, g, need_dx=False),
+            "patches of dy": lambda: _dw_by_transposed_patches(dy, x, g),
+            "torch": lambda: torch.nn.functional.conv2d(xt, wt, padding=1).backward(dyt)}
+    np.testing.assert_allclose(conv2d_weight_grad(x, dy, 3, padding=1),
+                               _backward(dy, x, w, g, need_dx=False)[1], rtol=1e-3, atol=1e-2)
+    with OtherLoad() as load:
+        for f in runs.values():
+            f()  # warm-up
+        samples = {k: [] for k in runs}
+        for _ in range(repeats):
+            for k, f in runs.items():
+                wt.grad = None
+                t0 = time.perf_counter()
+                f()
+                samples[k].append(time.perf_counter() - t0)
+    ms = {k: median_ms(v) for k, v in samples.items()}
+    print_table(f"kernel gradient alone, N={N}, 64 -> 16 channels, {H}x{H}, 3x3, float32 (ms)",
+                ["route", "ms", "vs torch", "other"],
+                [[k, f"{v:.1f}", f"{v / ms['torch']:.2f}", f"{load.share:.0%}"] for k, v in ms.items()])
+    return dict(ms=ms, other=load.share)
 
 
 # -- main --------------------------------------------------------------------------------------

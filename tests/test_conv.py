@@ -541,3 +541,90 @@ def test_backward_without_dw_gives_the_same_dx_db_no_dw_and_builds_no_patches(rn
         assert not padded  # x is padded (and im2col'd) only for dw
         np.testing.assert_array_equal(dx2, dx)
         np.testing.assert_array_equal(db2, db)
+
+
+# --- the weight gradient from the patches of dy (issue 14) ------------------------------------
+
+
+@given(data=st.data())
+def test_weight_grad_from_dy_patches_equals_the_loop_spec(xp, data):
+    """Stride 1, fewer output than input channels: conv2d_weight_grad builds its patch matrix
+    from dy (_dw_by_transposed_patches); the loop spec and the backward's dw agree."""
+    from refdlrt.ops.conv import _geometry, _select_dw_route, conv2d_weight_grad
+
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    kh, kw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    p, d = data.draw(st.tuples(st.integers(0, 2), st.integers(0, 2))), data.draw(st.integers(1, 2))
+    c_in = data.draw(st.integers(2, 5))
+    c_out = data.draw(st.integers(1, c_in - 1))
+    H, W = data.draw(st.integers(3, 7)), data.draw(st.integers(3, 7))
+    assume(H + 2 * p[0] > d * (kh - 1) and W + 2 * p[1] > d * (kw - 1))
+    x = rng.standard_normal((2, c_in, H, W))
+    w = rng.standard_normal((c_out, c_in, kh, kw))
+    y, cache = conv2d_forward(xp.asarray(x), xp.asarray(w), padding=p, dilation=d)
+    dy = rng.standard_normal(y.shape)
+    assume(_select_dw_route(_geometry(x, w, None, 1, p, d)) == "patches of dy")  # H W C_out < Ho Wo C_in
+    got = conv2d_weight_grad(xp.asarray(x), xp.asarray(dy), (kh, kw), padding=p, dilation=d)
+    _, dw_naive, _ = conv2d_naive_backward(dy, x, w, padding=p, dilation=d)
+    assert_close(got, dw_naive, np.float64, scale=10.0)  # other summation order than the loops
+    _, dw, _ = conv2d_backward(xp.asarray(dy), cache)
+    assert_close(got, dw, np.float64, scale=10.0)
+
+
+def test_weight_grad_routes_by_the_smaller_patch_matrix():
+    from refdlrt.ops.conv import _geometry, _select_dw_route
+
+    def route(c_in, c_out, stride=1, hw=8, padding=1):
+        x, w = np.zeros((1, c_in, hw, hw)), np.zeros((c_out, c_in, 3, 3))
+        return _select_dw_route(_geometry(x, w, None, stride, padding, 1))
+
+    assert route(64, 16) == "patches of dy"  # H W C_out = 1024 < Ho Wo C_in = 4096
+    assert route(16, 64) == "patches of x"
+    assert route(16, 16) == "patches of x"  # a tie keeps the backward's route
+    assert route(64, 16, stride=2) == "patches of x"  # stride 1 only
+    # without padding Ho Wo = 36 < H W = 64: 64 * 15 = 960 > 36 * 16 = 576 -> patches of x
+    assert route(16, 15, padding=0) == "patches of x"
+    assert route(16, 8, padding=0) == "patches of dy"  # 64 * 8 = 512 < 576
+
+
+def test_weight_grad_from_dy_patches_keeps_float32_and_is_used(monkeypatch):
+    from refdlrt.ops import conv as conv_mod
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 6, 5, 5)).astype(np.float32)
+    dy = rng.standard_normal((3, 2, 5, 5)).astype(np.float32)
+    called = []
+    real = conv_mod._dw_by_transposed_patches
+    monkeypatch.setattr(conv_mod, "_dw_by_transposed_patches", lambda *a: called.append(1) or real(*a))
+    got = conv_mod.conv2d_weight_grad(x, dy, 3, padding=1)
+    assert called == [1] and got.dtype == np.float32 and got.flags.c_contiguous
+    _, dw, _ = conv2d_naive_backward(dy.astype(np.float64), x.astype(np.float64),
+                                     np.zeros((2, 6, 3, 3)), padding=1)
+    assert_close(got, dw, np.float32, scale=10.0)
+
+
+def test_weight_grad_from_dy_patches_in_blocks_of_the_batch(monkeypatch):
+    """Several batch blocks accumulate into one gradient (the block budget forced small)."""
+    from refdlrt.ops import conv as conv_mod
+
+    rng = np.random.default_rng(4)
+    x, dy = rng.standard_normal((5, 4, 6, 6)), rng.standard_normal((5, 1, 6, 6))
+    whole = conv_mod.conv2d_weight_grad(x, dy, 3, padding=1)
+    monkeypatch.setitem(conv_mod._BLOCK_BYTES, "numpy", 1)  # one sample per block
+    blocks = conv_mod.conv2d_weight_grad(x, dy, 3, padding=1)
+    _, dw, _ = conv2d_naive_backward(dy, x, np.zeros((1, 4, 3, 3)), padding=1)
+    assert_close(blocks, dw, np.float64)
+    assert_close(whole, dw, np.float64)
+
+
+@pytest.mark.torch
+def test_weight_grad_from_dy_patches_matches_torch(torch):
+    from refdlrt.ops.conv import conv2d_weight_grad
+
+    rng = np.random.default_rng(5)
+    x, dy = rng.standard_normal((2, 7, 6, 5)), rng.standard_normal((2, 3, 6, 5))
+    xt = torch.tensor(x)
+    wt = torch.zeros(3, 7, 3, 3, dtype=torch.float64, requires_grad=True)
+    torch.nn.functional.conv2d(xt, wt, padding=(2, 1), dilation=(2, 1)).backward(torch.tensor(dy))
+    got = conv2d_weight_grad(x, dy, 3, padding=(2, 1), dilation=(2, 1))
+    assert_close(got, wt.grad.numpy(), np.float64, scale=10.0)

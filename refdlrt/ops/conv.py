@@ -334,6 +334,54 @@ def conv2d_backward(dy, cache, *, need_dx: bool = True, need_dw: bool = True):
     return dx, dw, db
 
 
+def _dw_by_transposed_patches(dy, x, g: ConvGeometry):
+    """dw of a stride-1 convolution from the patches of dy instead of those of x.
+
+    Notes
+    -----
+    With p = h + dh i (stride 1), dw[o, c, i, j] = sum_{n, p, q} x[n, c, p - ph, q - pw]
+    e[n, p + dh i', q + dw j', o], where i' = kh - 1 - i, j' = kw - 1 - j and e is dy (NHWC)
+    shifted by (dh (kh - 1), dw (kw - 1)) in a zero array (zero outside dy, and x is zero
+    on the padding, so only the H x W interior rows p count). So
+
+        R = X^T col_e,   X[(n, u, v), c] = x[n, c, u, v],
+        col_e[(n, u, v), (i', j', o)] = e[n, ph + u + dh i', pw + v + dw j', o],
+        dw[o, c, i, j] = R[c, (kh - 1 - i, kw - 1 - j, o)],
+
+    the same sums as dY^T col (other rounding): the patch matrix holds H W kh kw C_out numbers
+    per sample instead of Ho Wo kh kw C_in, so it is the cheaper copy when C_out < C_in.
+    """
+    xp = get_xp(dy, x)
+    (kh, kw), (dh, dw), (ph, pw) = g.kernel, g.dilation, g.padding
+    (H, W), (Ho, Wo), C, O = g.in_size, g.out_size, g.c_in, g.c_out
+    oh, ow = dh * (kh - 1), dw * (kw - 1)  # dy's offset inside e
+    nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
+    e = xp.zeros((nb, H + 2 * ph + oh, W + 2 * pw + ow, O), dtype=x.dtype)  # zero off dy, always
+    col = xp.empty((nb, H, W, kh, kw, O), dtype=x.dtype)
+    xbuf = xp.empty((nb, H, W, C), dtype=x.dtype)
+    r_mat = xp.zeros((C, kh * kw * O), dtype=x.dtype)
+    r_part = xp.empty((C, kh * kw * O), dtype=x.dtype)
+    for n0, n1 in blocks:
+        n = n1 - n0
+        e[:n, oh : oh + Ho, ow : ow + Wo, :] = dy[n0:n1].transpose(0, 2, 3, 1)  # n, Ho, Wo, O
+        _im2col_into(col[:n], e[:n, ph:, pw:, :], (1, 1), (dh, dw))  # n, H, W, kh, kw, O
+        xbuf[:n] = x[n0:n1].transpose(0, 2, 3, 1)  # n, H, W, C
+        x_mat = xbuf[:n].reshape(n * H * W, C)
+        xp.matmul(x_mat.T, col[:n].reshape(n * H * W, kh * kw * O), out=r_part)  # C, kh kw O
+        r_mat += r_part
+    R = r_mat.reshape(C, kh, kw, O)[:, ::-1, ::-1, :]  # c, i, j, o
+    return xp.ascontiguousarray(R.transpose(3, 0, 1, 2))  # O, C, kh, kw
+
+
+def _select_dw_route(g: ConvGeometry) -> str:
+    """"patches of x" (dY^T col, as in the backward) or "patches of dy"
+    (:func:`_dw_by_transposed_patches`, stride 1 only): the one whose patch matrix is smaller."""
+    (H, W), (Ho, Wo) = g.in_size, g.out_size
+    if g.stride == (1, 1) and H * W * g.c_out < Ho * Wo * g.c_in:
+        return "patches of dy"
+    return "patches of x"
+
+
 def conv2d_weight_grad(x, dy, kernel_size, *, stride=1, padding=0, dilation=1):
     """Kernel gradient alone: dw of y = conv2d(x, w) for output gradient dy (no dx).
 
@@ -348,7 +396,9 @@ def conv2d_weight_grad(x, dy, kernel_size, *, stride=1, padding=0, dilation=1):
     Notes
     -----
     dw[o, c, i, j] = sum_{n, oh, ow} dy[n, o, oh, ow] xpad[n, c, s_h oh + d_h i, s_w ow + d_w j].
-    Used by the low-rank layers' projectors on reduced channel counts.
+    Used by the low-rank layers' projectors on reduced channel counts. With stride 1 and
+    fewer output than input channels the patch matrix is built from dy instead of x
+    (:func:`_dw_by_transposed_patches`; :func:`_select_dw_route` picks the smaller copy).
     """
     kh, kw = pair(kernel_size, "kernel_size")
     for a, name, layout in ((x, "x", "N, C_in, H, W"), (dy, "dy", "N, C_out, H_out, W_out")):
@@ -358,5 +408,7 @@ def conv2d_weight_grad(x, dy, kernel_size, *, stride=1, padding=0, dilation=1):
     w = xp.empty((dy.shape[1], x.shape[1], kh, kw), dtype=dy.dtype)  # shape only
     g = _geometry(x, w, None, stride, padding, dilation)
     _check_dy(dy, g, x.dtype)
+    if _select_dw_route(g) == "patches of dy":
+        return _dw_by_transposed_patches(dy, x, g)
     return _backward(dy, x, w, g, need_dx=False)[1]
 
