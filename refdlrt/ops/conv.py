@@ -15,6 +15,12 @@ patch matrix is copied in contiguous runs of C_in numbers:
     Y = col @ W_mat,                    W_mat[(i, j, c), o] = w[o, c, i, j],
     dW_mat = col^T @ dY,                dY[(n, oh, ow), o] = dy[n, o, oh, ow].
 
+dw takes one of two routes (`_select_dw_route`: the smaller patch matrix): dY^T col as above,
+one GEMM per sample with dy read in place (NCHW), or, for stride 1 and fewer output than input
+channels, the patches of the shifted dy against x read in place (`_dw_by_transposed_patches`).
+Neither copies the operand that is not im2col'd: a transposed copy of a wide activation costs
+more than its GEMM on this project's 2-core machine.
+
 dx takes one of two routes (both exact; `_select_dx_route` picks the faster one):
 - col2im: for each tap (i, j), ``dxpad[tap (i, j)] += dY @ w[:, :, i, j]``, i.e. the taps of
   dcol = dY @ W_mat^T added into their strided slices of a zero dxpad (the adjoint of the
@@ -283,33 +289,21 @@ def _check_dy(dy, g: ConvGeometry, dtype):
 
 
 def _backward(dy, x, w, g: ConvGeometry, *, need_dx: bool, need_dw: bool = True):
-    """(dx or None, dw or None) block by block: dW_mat^T = dY^T col, dx = col2im(dY W_mat^T)."""
+    """(dx or None, dw or None): dw by :func:`_weight_grad` (the same numbers with or without
+    dx), dx = col2im(dY W_mat^T) block by block."""
+    dw = _weight_grad(dy, x, g) if need_dw else None
+    if not need_dx:
+        return None, dw
     xp = get_xp(dy, x)
-    (kh, kw), (Hp, Wp), (Ho, Wo) = g.kernel, g.padded_size, g.out_size
-    C, O, K = g.c_in, g.c_out, kh * kw * g.c_in
+    (Ho, Wo), O = g.out_size, g.c_out
     nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
-    dx_block = _select_dx_route(g)(w, g, nb, xp) if need_dx else None
-    if need_dw:
-        xpad = xp.zeros((nb, Hp, Wp, C), dtype=x.dtype)
-        col = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=x.dtype)
-        dw_mat = xp.zeros((O, K), dtype=x.dtype)  # dW_mat^T
-        dw_part = xp.empty((O, K), dtype=x.dtype)
+    dx_block = _select_dx_route(g)(w, g, nb, xp)
     dybuf = xp.empty((nb, Ho, Wo, O), dtype=x.dtype)
-    dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
+    dx = xp.empty(x.shape, dtype=x.dtype)
     for n0, n1 in blocks:
         n = n1 - n0
-        dybuf[:n] = dy[n0:n1].transpose(0, 2, 3, 1)
-        if need_dw:
-            dy_n = dybuf[:n].reshape(n * Ho * Wo, O)
-            col_n = _im2col_into(col[:n], _pad_nhwc_into(xpad[:n], x[n0:n1], g), g.stride, g.dilation)
-            # dY^T col (O x K) streams col once; faster than col^T dY for few output channels
-            xp.matmul(dy_n.T, col_n.reshape(n * Ho * Wo, K), out=dw_part)  # O, K
-            dw_mat += dw_part
-        if need_dx:
-            dx[n0:n1] = dx_block(dybuf[:n]).transpose(0, 3, 1, 2)  # n, C, H, W
-    if not need_dw:
-        return dx, None
-    dw = xp.ascontiguousarray(dw_mat.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))  # O, C, kh, kw
+        dybuf[:n] = dy[n0:n1].transpose(0, 2, 3, 1)  # n, Ho, Wo, O
+        dx[n0:n1] = dx_block(dybuf[:n]).transpose(0, 3, 1, 2)  # n, C, H, W
     return dx, dw
 
 
@@ -322,8 +316,8 @@ def conv2d_backward(dy, cache, *, need_dx: bool = True, need_dw: bool = True):
     Notes
     -----
     With dY[(n, oh, ow), o] = dy[n, o, oh, ow] and col as in the forward (rebuilt block by
-    block from the cached x): dW_mat = col^T dY (formed as its transpose dY^T col),
-    dw[o, c, i, j] = dW_mat[(i, j, c), o];
+    block from the cached x): dW_mat = col^T dY, dw[o, c, i, j] = dW_mat[(i, j, c), o]
+    (:func:`_weight_grad`: the same numbers as :func:`conv2d_weight_grad`, with or without dx);
     db[o] = sum_{n, oh, ow} dy[n, o, oh, ow]; dx = col2im(dY W_mat^T), computed by
     `_select_dx_route` either so or as the equal transposed convolution.
     """
@@ -334,6 +328,32 @@ def conv2d_backward(dy, cache, *, need_dx: bool = True, need_dw: bool = True):
     return dx, dw, db
 
 
+def _dw_by_patches_of_x(dy, x, g: ConvGeometry):
+    """dw = dY^T col, with dy read in its own NCHW layout (no transposed copy of dy).
+
+    Notes
+    -----
+    Per sample n: dW_n = dy_n col_n, dy_n (C_out, Ho Wo) a view of dy, col_n (Ho Wo, kh kw C_in)
+    the patches of x; one batched GEMM per block of samples, then the sum over the block:
+    dw[o, c, i, j] = sum_n dW_n[o, (i, j, c)], i.e. dW_mat^T = dY^T col summed sample by sample.
+    """
+    xp = get_xp(dy, x)
+    (kh, kw), (Hp, Wp), (Ho, Wo) = g.kernel, g.padded_size, g.out_size
+    C, O, K = g.c_in, g.c_out, kh * kw * g.c_in
+    nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
+    xpad = xp.zeros((nb, Hp, Wp, C), dtype=x.dtype)  # border stays zero
+    col = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=x.dtype)
+    part = xp.empty((nb, O, K), dtype=x.dtype)
+    dw_mat = xp.zeros((O, K), dtype=x.dtype)
+    for n0, n1 in blocks:
+        n = n1 - n0
+        _im2col_into(col[:n], _pad_nhwc_into(xpad[:n], x[n0:n1], g), g.stride, g.dilation)
+        dy_n = dy[n0:n1].reshape(n, O, Ho * Wo)  # a view of the NCHW dy
+        xp.matmul(dy_n, col[:n].reshape(n, Ho * Wo, K), out=part[:n])  # n, O, K
+        dw_mat += part[:n].sum(axis=0)
+    return xp.ascontiguousarray(dw_mat.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))  # O, C, kh, kw
+
+
 def _dw_by_transposed_patches(dy, x, g: ConvGeometry):
     """dw of a stride-1 convolution from the patches of dy instead of those of x.
 
@@ -342,14 +362,15 @@ def _dw_by_transposed_patches(dy, x, g: ConvGeometry):
     With p = h + dh i (stride 1), dw[o, c, i, j] = sum_{n, p, q} x[n, c, p - ph, q - pw]
     e[n, p + dh i', q + dw j', o], where i' = kh - 1 - i, j' = kw - 1 - j and e is dy (NHWC)
     shifted by (dh (kh - 1), dw (kw - 1)) in a zero array (zero outside dy, and x is zero
-    on the padding, so only the H x W interior rows p count). So
+    on the padding, so only the H x W interior rows p count). So, per sample n,
 
-        R = X^T col_e,   X[(n, u, v), c] = x[n, c, u, v],
-        col_e[(n, u, v), (i', j', o)] = e[n, ph + u + dh i', pw + v + dw j', o],
-        dw[o, c, i, j] = R[c, (kh - 1 - i, kw - 1 - j, o)],
+        R_n = x_n col_n,   x_n (C_in, H W) a view of the NCHW x,
+        col_n[(u, v), (i', j', o)] = e[n, ph + u + dh i', pw + v + dw j', o],
+        dw[o, c, i, j] = sum_n R_n[c, (kh - 1 - i, kw - 1 - j, o)],
 
     the same sums as dY^T col (other rounding): the patch matrix holds H W kh kw C_out numbers
-    per sample instead of Ho Wo kh kw C_in, so it is the cheaper copy when C_out < C_in.
+    per sample instead of Ho Wo kh kw C_in, so it is the cheaper copy when C_out < C_in, and
+    x is never copied.
     """
     xp = get_xp(dy, x)
     (kh, kw), (dh, dw), (ph, pw) = g.kernel, g.dilation, g.padding
@@ -358,28 +379,33 @@ def _dw_by_transposed_patches(dy, x, g: ConvGeometry):
     nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
     e = xp.zeros((nb, H + 2 * ph + oh, W + 2 * pw + ow, O), dtype=x.dtype)  # zero off dy, always
     col = xp.empty((nb, H, W, kh, kw, O), dtype=x.dtype)
-    xbuf = xp.empty((nb, H, W, C), dtype=x.dtype)
+    part = xp.empty((nb, C, kh * kw * O), dtype=x.dtype)
     r_mat = xp.zeros((C, kh * kw * O), dtype=x.dtype)
-    r_part = xp.empty((C, kh * kw * O), dtype=x.dtype)
     for n0, n1 in blocks:
         n = n1 - n0
         e[:n, oh : oh + Ho, ow : ow + Wo, :] = dy[n0:n1].transpose(0, 2, 3, 1)  # n, Ho, Wo, O
         _im2col_into(col[:n], e[:n, ph:, pw:, :], (1, 1), (dh, dw))  # n, H, W, kh, kw, O
-        xbuf[:n] = x[n0:n1].transpose(0, 2, 3, 1)  # n, H, W, C
-        x_mat = xbuf[:n].reshape(n * H * W, C)
-        xp.matmul(x_mat.T, col[:n].reshape(n * H * W, kh * kw * O), out=r_part)  # C, kh kw O
-        r_mat += r_part
+        x_n = x[n0:n1].reshape(n, C, H * W)  # a view of the NCHW x
+        xp.matmul(x_n, col[:n].reshape(n, H * W, kh * kw * O), out=part[:n])  # n, C, kh kw O
+        r_mat += part[:n].sum(axis=0)
     R = r_mat.reshape(C, kh, kw, O)[:, ::-1, ::-1, :]  # c, i, j, o
     return xp.ascontiguousarray(R.transpose(3, 0, 1, 2))  # O, C, kh, kw
 
 
 def _select_dw_route(g: ConvGeometry) -> str:
-    """"patches of x" (dY^T col, as in the backward) or "patches of dy"
+    """"patches of x" (:func:`_dw_by_patches_of_x`) or "patches of dy"
     (:func:`_dw_by_transposed_patches`, stride 1 only): the one whose patch matrix is smaller."""
     (H, W), (Ho, Wo) = g.in_size, g.out_size
     if g.stride == (1, 1) and H * W * g.c_out < Ho * Wo * g.c_in:
         return "patches of dy"
     return "patches of x"
+
+
+def _weight_grad(dy, x, g: ConvGeometry):
+    """dw alone, by the route :func:`_select_dw_route` picks."""
+    if _select_dw_route(g) == "patches of dy":
+        return _dw_by_transposed_patches(dy, x, g)
+    return _dw_by_patches_of_x(dy, x, g)
 
 
 def conv2d_weight_grad(x, dy, kernel_size, *, stride=1, padding=0, dilation=1):
@@ -396,9 +422,11 @@ def conv2d_weight_grad(x, dy, kernel_size, *, stride=1, padding=0, dilation=1):
     Notes
     -----
     dw[o, c, i, j] = sum_{n, oh, ow} dy[n, o, oh, ow] xpad[n, c, s_h oh + d_h i, s_w ow + d_w j].
-    Used by the low-rank layers' projectors on reduced channel counts. With stride 1 and
-    fewer output than input channels the patch matrix is built from dy instead of x
-    (:func:`_dw_by_transposed_patches`; :func:`_select_dw_route` picks the smaller copy).
+    Used by the low-rank layers' projectors on reduced channel counts, and by
+    :func:`conv2d_backward` without dx. The patch matrix is built from x
+    (:func:`_dw_by_patches_of_x`) or, with stride 1 and fewer output than input channels, from
+    dy (:func:`_dw_by_transposed_patches`; :func:`_select_dw_route` picks the smaller copy); the
+    other operand is read in its NCHW layout, never copied.
     """
     kh, kw = pair(kernel_size, "kernel_size")
     for a, name, layout in ((x, "x", "N, C_in, H, W"), (dy, "dy", "N, C_out, H_out, W_out")):
@@ -408,7 +436,5 @@ def conv2d_weight_grad(x, dy, kernel_size, *, stride=1, padding=0, dilation=1):
     w = xp.empty((dy.shape[1], x.shape[1], kh, kw), dtype=dy.dtype)  # shape only
     g = _geometry(x, w, None, stride, padding, dilation)
     _check_dy(dy, g, x.dtype)
-    if _select_dw_route(g) == "patches of dy":
-        return _dw_by_transposed_patches(dy, x, g)
-    return _backward(dy, x, w, g, need_dx=False)[1]
+    return _weight_grad(dy, x, g)
 
