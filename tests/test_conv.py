@@ -628,3 +628,16 @@ def test_weight_grad_from_dy_patches_matches_torch(torch):
     torch.nn.functional.conv2d(xt, wt, padding=(2, 1), dilation=(2, 1)).backward(torch.tensor(dy))
     got = conv2d_weight_grad(x, dy, 3, padding=(2, 1), dilation=(2, 1))
     assert_close(got, wt.grad.numpy(), np.float64, scale=10.0)
+
+
+def test_backward_dw_with_and_without_dx_when_dy_patches_are_cheaper(rng):
+    """Stride 1, C_out < C_in: without dx the kernel gradient comes from the patches of dy, with
+    dx from those of x (fused with dx's pass): the same gradient to rounding."""
+    x, w = rng.standard_normal((2, 6, 5, 5)), rng.standard_normal((2, 6, 3, 3))
+    y, cache = conv2d_forward(x, w, None, padding=1)
+    dy = rng.standard_normal(y.shape)
+    _, dw, _ = conv2d_backward(dy, cache)
+    _, dw_alone, _ = conv2d_backward(dy, cache, need_dx=False)
+    _, dw_naive, _ = conv2d_naive_backward(dy, x, w, padding=1)
+    assert_close(dw_alone, dw_naive, np.float64, scale=10.0)  # other summation orders
+    assert_close(dw, dw_naive, np.float64, scale=10.0)

@@ -289,22 +289,35 @@ def _check_dy(dy, g: ConvGeometry, dtype):
 
 
 def _backward(dy, x, w, g: ConvGeometry, *, need_dx: bool, need_dw: bool = True):
-    """(dx or None, dw or None): dw by :func:`_weight_grad` (the same numbers with or without
-    dx), dx = col2im(dY W_mat^T) block by block."""
-    dw = _weight_grad(dy, x, g) if need_dw else None
+    """(dx or None, dw or None) block by block: dw = dY^T col (one GEMM per sample, dy read in
+    place), dx = col2im(dY W_mat^T). Without dx, dw is :func:`_weight_grad` (its route may
+    build the patches of dy instead; with the patches of x it is the same arithmetic as here)."""
     if not need_dx:
-        return None, dw
+        return None, (_weight_grad(dy, x, g) if need_dw else None)
     xp = get_xp(dy, x)
-    (Ho, Wo), O = g.out_size, g.c_out
+    (kh, kw), (Hp, Wp), (Ho, Wo) = g.kernel, g.padded_size, g.out_size
+    C, O, K = g.c_in, g.c_out, kh * kw * g.c_in
     nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
     dx_block = _select_dx_route(g)(w, g, nb, xp)
+    if need_dw:
+        xpad = xp.zeros((nb, Hp, Wp, C), dtype=x.dtype)  # border stays zero
+        col = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=x.dtype)
+        part = xp.empty((nb, O, K), dtype=x.dtype)
+        dw_mat = xp.zeros((O, K), dtype=x.dtype)  # dW_mat^T
     dybuf = xp.empty((nb, Ho, Wo, O), dtype=x.dtype)
     dx = xp.empty(x.shape, dtype=x.dtype)
     for n0, n1 in blocks:
         n = n1 - n0
+        if need_dw:
+            _im2col_into(col[:n], _pad_nhwc_into(xpad[:n], x[n0:n1], g), g.stride, g.dilation)
+            dy_n = dy[n0:n1].reshape(n, O, Ho * Wo)  # a view of the NCHW dy
+            xp.matmul(dy_n, col[:n].reshape(n, Ho * Wo, K), out=part[:n])  # n, O, K
+            dw_mat += part[:n].sum(axis=0)
         dybuf[:n] = dy[n0:n1].transpose(0, 2, 3, 1)  # n, Ho, Wo, O
         dx[n0:n1] = dx_block(dybuf[:n]).transpose(0, 3, 1, 2)  # n, C, H, W
-    return dx, dw
+    if not need_dw:
+        return dx, None
+    return dx, xp.ascontiguousarray(dw_mat.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))  # O, C, kh, kw
 
 
 def conv2d_backward(dy, cache, *, need_dx: bool = True, need_dw: bool = True):
@@ -317,7 +330,7 @@ def conv2d_backward(dy, cache, *, need_dx: bool = True, need_dw: bool = True):
     -----
     With dY[(n, oh, ow), o] = dy[n, o, oh, ow] and col as in the forward (rebuilt block by
     block from the cached x): dW_mat = col^T dY, dw[o, c, i, j] = dW_mat[(i, j, c), o]
-    (:func:`_weight_grad`: the same numbers as :func:`conv2d_weight_grad`, with or without dx);
+    (one GEMM per sample, summed; without dx, :func:`conv2d_weight_grad`'s route);
     db[o] = sum_{n, oh, ow} dy[n, o, oh, ow]; dx = col2im(dY W_mat^T), computed by
     `_select_dx_route` either so or as the equal transposed convolution.
     """
