@@ -603,18 +603,29 @@ def test_weight_grad_from_dy_patches_keeps_float32_and_is_used(monkeypatch):
     assert_close(got, dw, np.float32, scale=10.0)
 
 
-def test_weight_grad_from_dy_patches_in_blocks_of_the_batch(monkeypatch):
-    """Several batch blocks accumulate into one gradient (the block budget forced small)."""
+@pytest.mark.parametrize("c_in, c_out", [(4, 1), (1, 4)])  # patches of dy; patches of x
+def test_weight_grad_in_blocks_of_the_batch(monkeypatch, c_in, c_out):
+    """Several batch blocks accumulate into one gradient (the block budget forced small), on
+    both routes."""
     from refdlrt.ops import conv as conv_mod
 
     rng = np.random.default_rng(4)
-    x, dy = rng.standard_normal((5, 4, 6, 6)), rng.standard_normal((5, 1, 6, 6))
+    x, dy = rng.standard_normal((5, c_in, 6, 6)), rng.standard_normal((5, c_out, 6, 6))
     whole = conv_mod.conv2d_weight_grad(x, dy, 3, padding=1)
     monkeypatch.setitem(conv_mod._BLOCK_BYTES, "numpy", 1)  # one sample per block
     blocks = conv_mod.conv2d_weight_grad(x, dy, 3, padding=1)
-    _, dw, _ = conv2d_naive_backward(dy, x, np.zeros((1, 4, 3, 3)), padding=1)
+    _, dw, _ = conv2d_naive_backward(dy, x, np.zeros((c_out, c_in, 3, 3)), padding=1)
     assert_close(blocks, dw, np.float64)
     assert_close(whole, dw, np.float64)
+
+
+def test_backward_without_dx_and_dw_gives_only_db(rng):
+    x, w, b = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    y, cache = conv2d_forward(x, w, b, padding=1)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = conv2d_backward(dy, cache, need_dx=False, need_dw=False)
+    assert dx is None and dw is None
+    np.testing.assert_array_equal(db, dy.sum(axis=(0, 2, 3)))
 
 
 @pytest.mark.torch

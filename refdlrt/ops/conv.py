@@ -288,7 +288,7 @@ def _check_dy(dy, g: ConvGeometry, dtype):
                source=" (the dtype of x)")
 
 
-def _backward(dy, x, w, g: ConvGeometry, *, need_dx: bool, need_dw: bool = True):
+def _backward(dy, x, w, g: ConvGeometry, *, need_dx: bool, need_dw: bool):
     """(dx or None, dw or None) block by block: dw = dY^T col (one GEMM per sample, dy read in
     place), dx = col2im(dY W_mat^T). Without dx, dw is :func:`_weight_grad` (its route may
     build the patches of dy instead; with the patches of x it is the same arithmetic as here)."""
