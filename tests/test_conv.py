@@ -652,3 +652,64 @@ def test_backward_dw_with_and_without_dx_when_dy_patches_are_cheaper(rng):
     _, dw_naive, _ = conv2d_naive_backward(dy, x, w, padding=1)
     assert_close(dw_alone, dw_naive, np.float64, scale=10.0)  # other summation orders
     assert_close(dw, dw_naive, np.float64, scale=10.0)
+
+
+@pytest.mark.parametrize("c_in, c_out, hw", [(6, 8, 2), (8, 2, 2), (8, 8, 1)])
+def test_weight_grad_of_a_deep_layer_with_more_channels_than_pixels(rng, c_in, c_out, hw):
+    """Few pixels, many channels (the one-GEMM-per-block branch of _product_sum), on the route
+    conv2d_weight_grad picks and in the backward with dx, against the loop spec."""
+    x, w = rng.standard_normal((3, c_in, hw, hw)), rng.standard_normal((c_out, c_in, 3, 3))
+    y, cache = conv2d_forward(x, w, None, padding=1)
+    dy = rng.standard_normal(y.shape)
+    _, dw_naive, _ = conv2d_naive_backward(dy, x, w, padding=1)
+    from refdlrt.ops.conv import conv2d_weight_grad
+
+    assert_close(conv2d_weight_grad(x, dy, 3, padding=1), dw_naive, np.float64, scale=10.0)
+    assert_close(conv2d_backward(dy, cache)[1], dw_naive, np.float64, scale=10.0)
+
+
+def test_weight_grad_of_a_deep_layer_holds_no_per_sample_products():
+    """Memory: N = 16, 128 -> 128 channels on 2 x 2 pixels. Per-sample products would hold
+    N C_out kh kw C_in floats (9.4 MB); the patch matrices hold N Ho Wo kh kw C_in (0.3 MB)."""
+    import tracemalloc
+
+    from refdlrt.ops.conv import conv2d_weight_grad
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((16, 128, 2, 2)).astype(np.float32)
+    dy = rng.standard_normal((16, 128, 2, 2)).astype(np.float32)
+    per_sample = 16 * 128 * 9 * 128 * 4
+    _, cache = conv2d_forward(x, np.zeros((128, 128, 3, 3), np.float32), None, padding=1)
+    for f in (lambda: conv2d_weight_grad(x, dy, 3, padding=1), lambda: conv2d_backward(dy, cache)):
+        tracemalloc.start()
+        f()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        # what is needed: a few (C_out, kh kw C_in) arrays of 0.6 MB (sum, product, dw) and
+        # the small patches; per-sample products alone would be 9.4 MB
+        assert peak < per_sample / 2, (peak, per_sample)
+
+
+def test_dy_patches_refuse_a_stride():
+    from refdlrt.ops.conv import _dw_by_transposed_patches, _geometry
+
+    x, w = np.zeros((1, 4, 6, 6)), np.zeros((2, 4, 3, 3))
+    with pytest.raises(ValueError, match=r"expected stride \(1, 1\), got \(2, 1\)"):
+        _dw_by_transposed_patches(np.zeros((1, 2, 3, 6)), x, _geometry(x, w, None, (2, 1), 1, 1))
+
+
+def test_weight_grad_from_dy_patches_with_a_partial_last_block(monkeypatch):
+    """Blocks of 2 samples for a batch of 5 (2, 2, 1) on the patches-of-dy route, asymmetric
+    dilation and padding."""
+    from refdlrt.ops import conv as conv_mod
+
+    rng = np.random.default_rng(7)
+    x, dy = rng.standard_normal((5, 6, 6, 7)), rng.standard_normal((5, 2, 6, 7))
+    g = conv_mod._geometry(x, np.zeros((2, 6, 3, 3)), None, 1, (2, 1), (2, 1))
+    assert conv_mod._select_dw_route(g) == "patches of dy" and g.out_size == (6, 7)
+    budget = 2 * conv_mod._block_sample_bytes(g, 8)
+    monkeypatch.setitem(conv_mod._BLOCK_BYTES, "numpy", budget)
+    assert conv_mod._batch_blocks(g, np, 8)[1] == [(0, 2), (2, 4), (4, 5)]
+    got = conv_mod.conv2d_weight_grad(x, dy, 3, padding=(2, 1), dilation=(2, 1))
+    _, dw, _ = conv2d_naive_backward(dy, x, np.zeros((2, 6, 3, 3)), padding=(2, 1), dilation=(2, 1))
+    assert_close(got, dw, np.float64, scale=10.0)

@@ -15,11 +15,13 @@ patch matrix is copied in contiguous runs of C_in numbers:
     Y = col @ W_mat,                    W_mat[(i, j, c), o] = w[o, c, i, j],
     dW_mat = col^T @ dY,                dY[(n, oh, ow), o] = dy[n, o, oh, ow].
 
-dw takes one of two routes (`_select_dw_route`: the smaller patch matrix): dY^T col as above,
-one GEMM per sample with dy read in place (NCHW), or, for stride 1 and fewer output than input
-channels, the patches of the shifted dy against x read in place (`_dw_by_transposed_patches`).
-Neither copies the operand that is not im2col'd: a transposed copy of a wide activation costs
-more than its GEMM on this project's 2-core machine.
+The kernel gradient alone takes one of two routes (`_select_dw_route`: the smaller patch
+matrix): dY^T col as above, or, for stride 1 when H W C_out < Ho Wo C_in (fewer output than
+input channels at "same" padding), the patches of the shifted dy against x
+(`_dw_by_transposed_patches`); with dx, the backward fuses dY^T col into dx's pass. The operand
+that is not im2col'd is read in place, one GEMM per sample (`_product_sum`; a transposed copy of
+a wide activation costs more than its GEMM on this project's 2-core machine), except in deep
+layers with more channels than pixels, where one GEMM per block keeps memory bounded.
 
 dx takes one of two routes (both exact; `_select_dx_route` picks the faster one):
 - col2im: for each tap (i, j), ``dxpad[tap (i, j)] += dY @ w[:, :, i, j]``, i.e. the taps of
@@ -288,10 +290,40 @@ def _check_dy(dy, g: ConvGeometry, dtype):
                source=" (the dtype of x)")
 
 
+def _product_sum(nb: int, A: int, P: int, K: int, dtype, xp):
+    """(add, total): ``add(a, col)`` adds sum_n a[n] @ col[n] of one batch block to ``total``
+    (A, K); a (n, A, P) is a view of an NCHW activation, col (n, P, K) its partner's patches.
+
+    One GEMM per sample, a read in place, while a sample's product (A x K) is no larger than
+    its patches (P x K); else (many channels on few pixels, as in deep layers) a^T is copied
+    and the block is one GEMM, so that no per-sample product larger than the patch matrix is
+    ever held (the block budget of :func:`_batch_blocks` bounds both).
+    """
+    total = xp.zeros((A, K), dtype=dtype)
+    if A <= P:
+        part = xp.empty((nb, A, K), dtype=dtype)
+
+        def add(a, col):
+            n = a.shape[0]
+            xp.matmul(a, col, out=part[:n])  # n, A, K
+            total[...] += part[:n].sum(axis=0)
+    else:
+        a_t, part = xp.empty((nb, P, A), dtype=dtype), xp.empty((A, K), dtype=dtype)
+
+        def add(a, col):
+            n = a.shape[0]
+            a_t[:n] = a.transpose(0, 2, 1)  # n, P, A
+            xp.matmul(a_t[:n].reshape(n * P, A).T, col.reshape(n * P, K), out=part)  # A, K
+            total[...] += part
+
+    return add, total
+
+
 def _backward(dy, x, w, g: ConvGeometry, *, need_dx: bool, need_dw: bool):
-    """(dx or None, dw or None) block by block: dw = dY^T col (one GEMM per sample, dy read in
-    place), dx = col2im(dY W_mat^T). Without dx, dw is :func:`_weight_grad` (its route may
-    build the patches of dy instead; with the patches of x it is the same arithmetic as here)."""
+    """(dx or None, dw or None) block by block: dw = dY^T col (:func:`_product_sum`, dy read in
+    place), dx by :func:`_select_dx_route`'s route. Without dx, dw is :func:`_weight_grad` (its
+    route may build the patches of dy instead; with the patches of x it is the same arithmetic
+    as here)."""
     if not need_dx:
         return None, (_weight_grad(dy, x, g) if need_dw else None)
     xp = get_xp(dy, x)
@@ -302,17 +334,14 @@ def _backward(dy, x, w, g: ConvGeometry, *, need_dx: bool, need_dw: bool):
     if need_dw:
         xpad = xp.zeros((nb, Hp, Wp, C), dtype=x.dtype)  # border stays zero
         col = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=x.dtype)
-        part = xp.empty((nb, O, K), dtype=x.dtype)
-        dw_mat = xp.zeros((O, K), dtype=x.dtype)  # dW_mat^T
+        add, dw_mat = _product_sum(nb, O, Ho * Wo, K, x.dtype, xp)  # dW_mat^T: O, K
     dybuf = xp.empty((nb, Ho, Wo, O), dtype=x.dtype)
     dx = xp.empty(x.shape, dtype=x.dtype)
     for n0, n1 in blocks:
         n = n1 - n0
         if need_dw:
             _im2col_into(col[:n], _pad_nhwc_into(xpad[:n], x[n0:n1], g), g.stride, g.dilation)
-            dy_n = dy[n0:n1].reshape(n, O, Ho * Wo)  # a view of the NCHW dy
-            xp.matmul(dy_n, col[:n].reshape(n, Ho * Wo, K), out=part[:n])  # n, O, K
-            dw_mat += part[:n].sum(axis=0)
+            add(dy[n0:n1].reshape(n, O, Ho * Wo), col[:n].reshape(n, Ho * Wo, K))  # dy in place
         dybuf[:n] = dy[n0:n1].transpose(0, 2, 3, 1)  # n, Ho, Wo, O
         dx[n0:n1] = dx_block(dybuf[:n]).transpose(0, 3, 1, 2)  # n, C, H, W
     if not need_dw:
@@ -356,14 +385,11 @@ def _dw_by_patches_of_x(dy, x, g: ConvGeometry):
     nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
     xpad = xp.zeros((nb, Hp, Wp, C), dtype=x.dtype)  # border stays zero
     col = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=x.dtype)
-    part = xp.empty((nb, O, K), dtype=x.dtype)
-    dw_mat = xp.zeros((O, K), dtype=x.dtype)
+    add, dw_mat = _product_sum(nb, O, Ho * Wo, K, x.dtype, xp)  # O, K
     for n0, n1 in blocks:
         n = n1 - n0
         _im2col_into(col[:n], _pad_nhwc_into(xpad[:n], x[n0:n1], g), g.stride, g.dilation)
-        dy_n = dy[n0:n1].reshape(n, O, Ho * Wo)  # a view of the NCHW dy
-        xp.matmul(dy_n, col[:n].reshape(n, Ho * Wo, K), out=part[:n])  # n, O, K
-        dw_mat += part[:n].sum(axis=0)
+        add(dy[n0:n1].reshape(n, O, Ho * Wo), col[:n].reshape(n, Ho * Wo, K))  # dy in place
     return xp.ascontiguousarray(dw_mat.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))  # O, C, kh, kw
 
 
@@ -372,7 +398,7 @@ def _dw_by_transposed_patches(dy, x, g: ConvGeometry):
 
     Notes
     -----
-    With p = h + dh i (stride 1), dw[o, c, i, j] = sum_{n, p, q} x[n, c, p - ph, q - pw]
+    With p = oh + dh i (stride 1; oh the output row), dw[o, c, i, j] = sum_{n, p, q} x[n, c, p - ph, q - pw]
     e[n, p + dh i', q + dw j', o], where i' = kh - 1 - i, j' = kw - 1 - j and e is dy (NHWC)
     shifted by (dh (kh - 1), dw (kw - 1)) in a zero array (zero outside dy, and x is zero
     on the padding, so only the H x W interior rows p count). So, per sample n,
@@ -382,9 +408,11 @@ def _dw_by_transposed_patches(dy, x, g: ConvGeometry):
         dw[o, c, i, j] = sum_n R_n[c, (kh - 1 - i, kw - 1 - j, o)],
 
     the same sums as dY^T col (other rounding): the patch matrix holds H W kh kw C_out numbers
-    per sample instead of Ho Wo kh kw C_in, so it is the cheaper copy when C_out < C_in, and
-    x is never copied.
+    per sample instead of Ho Wo kh kw C_in (the smaller one when C_out < C_in at "same"
+    padding), and x is read in place (:func:`_product_sum`).
     """
+    if g.stride != (1, 1):
+        raise ValueError(f"_dw_by_transposed_patches: expected stride (1, 1), got {g.stride}")
     xp = get_xp(dy, x)
     (kh, kw), (dh, dw), (ph, pw) = g.kernel, g.dilation, g.padding
     (H, W), (Ho, Wo), C, O = g.in_size, g.out_size, g.c_in, g.c_out
@@ -392,15 +420,12 @@ def _dw_by_transposed_patches(dy, x, g: ConvGeometry):
     nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
     e = xp.zeros((nb, H + 2 * ph + oh, W + 2 * pw + ow, O), dtype=x.dtype)  # zero off dy, always
     col = xp.empty((nb, H, W, kh, kw, O), dtype=x.dtype)
-    part = xp.empty((nb, C, kh * kw * O), dtype=x.dtype)
-    r_mat = xp.zeros((C, kh * kw * O), dtype=x.dtype)
+    add, r_mat = _product_sum(nb, C, H * W, kh * kw * O, x.dtype, xp)  # C, kh kw O
     for n0, n1 in blocks:
         n = n1 - n0
         e[:n, oh : oh + Ho, ow : ow + Wo, :] = dy[n0:n1].transpose(0, 2, 3, 1)  # n, Ho, Wo, O
         _im2col_into(col[:n], e[:n, ph:, pw:, :], (1, 1), (dh, dw))  # n, H, W, kh, kw, O
-        x_n = x[n0:n1].reshape(n, C, H * W)  # a view of the NCHW x
-        xp.matmul(x_n, col[:n].reshape(n, H * W, kh * kw * O), out=part[:n])  # n, C, kh kw O
-        r_mat += part[:n].sum(axis=0)
+        add(x[n0:n1].reshape(n, C, H * W), col[:n].reshape(n, H * W, kh * kw * O))  # x in place
     R = r_mat.reshape(C, kh, kw, O)[:, ::-1, ::-1, :]  # c, i, j, o
     return xp.ascontiguousarray(R.transpose(3, 0, 1, 2))  # O, C, kh, kw
 
@@ -437,9 +462,10 @@ def conv2d_weight_grad(x, dy, kernel_size, *, stride=1, padding=0, dilation=1):
     dw[o, c, i, j] = sum_{n, oh, ow} dy[n, o, oh, ow] xpad[n, c, s_h oh + d_h i, s_w ow + d_w j].
     Used by the low-rank layers' projectors on reduced channel counts, and by
     :func:`conv2d_backward` without dx. The patch matrix is built from x
-    (:func:`_dw_by_patches_of_x`) or, with stride 1 and fewer output than input channels, from
-    dy (:func:`_dw_by_transposed_patches`; :func:`_select_dw_route` picks the smaller copy); the
-    other operand is read in its NCHW layout, never copied.
+    (:func:`_dw_by_patches_of_x`) or, with stride 1 when H W C_out < Ho Wo C_in, from dy
+    (:func:`_dw_by_transposed_patches`; :func:`_select_dw_route` picks the smaller copy); the
+    other operand is read in place (:func:`_product_sum`; a non-contiguous input is copied once
+    by its reshape).
     """
     kh, kw = pair(kernel_size, "kernel_size")
     for a, name, layout in ((x, "x", "N, C_in, H, W"), (dy, "dy", "N, C_out, H_out, W_out")):
