@@ -240,3 +240,22 @@ def test_forward_dilation_message_names_dilation():
     x, w = np.zeros((1, 3, 5, 5)), np.zeros((4, 3, 3, 3))
     with pytest.raises(TypeError, match=_exact("dilation: expected an int or a pair of ints, got 1.5")):
         conv2d_forward(x, w, dilation=1.5)
+
+
+@pytest.mark.parametrize("c_out", [8, 2])  # patches of x; patches of dy (H W C_out < Ho Wo C_in)
+def test_float32_deep_layers_allocate_only_float32(rng, c_out):
+    """The one-GEMM-per-block branch of _product_sum (more channels than pixels) stays float32
+    too, on both kernel-gradient routes and in the backward with dx."""
+    x = rng.standard_normal((3, 8, 2, 2)).astype(np.float32)
+    w = rng.standard_normal((c_out, 8, 3, 3)).astype(np.float32)
+    g = conv._geometry(x, w, None, 1, 1, 1)
+    assert conv._select_dw_route(g) == ("patches of x" if c_out == 8 else "patches of dy")
+    spy = _DtypeSpy()
+    with mock.patch.object(conv, "get_xp", lambda *a: spy), mock.patch.dict(conv._BLOCK_BYTES, numpy=1):
+        y, cache = conv2d_forward(x, w, None, padding=1)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        _, dw, _ = conv2d_backward(dy, cache)
+        dw2 = conv2d_weight_grad(x, dy, 3, padding=1)
+    wrong = sorted({name for name, dt in spy.dtypes if dt != np.float32})
+    assert spy.dtypes and not wrong, f"non-float32 arrays from xp.{wrong}"
+    assert dw.dtype == dw2.dtype == np.float32
