@@ -171,10 +171,10 @@ def test_unknown_layer_r_max_names_the_low_rank_layers():
 # --- one step ---------------------------------------------------------------------------------
 
 
-def reference_step(tr, xb, yb, lr, velocity):
-    """The step written out from the layers' API: dense heavy ball and one tdlrt_step per
-    low-rank layer with the configuration's arguments. ``velocity`` is updated in place."""
-    c, mu = tr.cfg, tr.cfg.momentum
+def dense_part_of_a_step(tr, xb, yb, lr, velocity):
+    """Forward, loss, backward through every layer and the heavy ball on the dense parameters,
+    written out from the layers' API; ``velocity`` is updated in place. Returns (loss, logits)."""
+    mu = tr.cfg.momentum
     x = xb
     for ly in tr.layers:
         x = ly.forward(x, training=True)
@@ -188,10 +188,19 @@ def reference_step(tr, xb, yb, lr, velocity):
             v = g if (k, name) not in velocity else mu * velocity[(k, name)] + g
             velocity[(k, name)] = v
             ly.params[name] = p - lr * v
+    return loss, x
+
+
+def reference_step(tr, xb, yb, lr, velocity):
+    """The step written out: the dense part, then one tdlrt_step per low-rank layer with the
+    configuration's arguments. ``velocity`` is updated in place."""
+    c = tr.cfg
+    loss, x = dense_part_of_a_step(tr, xb, yb, lr, velocity)
+    for k, ly in enumerate(tr.layers):
         if hasattr(ly, "weight"):
             Y, info = tdlrt_step(ly.weight, ly.projector(), lr, c.tau, r_min=c.r_min,
                                  r_max=c.layer_r_max.get(ly.name, c.r_max), fixed_rank=False,
-                                 adaptive_modes=None, diagnostics=False, momentum=mu,
+                                 adaptive_modes=None, diagnostics=False, momentum=c.momentum,
                                  velocity=velocity.get((k, "core")))
             ly.weight = Y
             velocity[(k, "core")] = info.velocity
@@ -341,18 +350,8 @@ def test_tucker_direct_is_heavy_ball_on_the_core_and_every_factor():
     vel = {}
     for lr in (0.05, 0.02):
         a.train_step(xb, yb, lr)
-        x = xb
-        for ly in b.layers:
-            x = ly.forward(x, training=True)
-        _, cache = softmax_cross_entropy(x, yb)
-        d = softmax_cross_entropy_backward(cache)
-        for ly in reversed(b.layers):
-            d = ly.backward(d)
+        dense_part_of_a_step(b, xb, yb, lr, vel)
         for k, ly in enumerate(b.layers):
-            for name, p in ly.params.items():
-                v = ly.grads[name] if (k, name) not in vel else 0.5 * vel[(k, name)] + ly.grads[name]
-                vel[(k, name)] = v
-                ly.params[name] = p - lr * v
             if hasattr(ly, "weight"):
                 W = ly.weight
                 gC, gUs = naive_factor_gradients(W.core, W.factors, ly.projector())
