@@ -319,6 +319,28 @@ def _product_sum(nb: int, A: int, P: int, K: int, dtype, xp):
     return add, total
 
 
+def _dw_from_patches_of_x(x, g: ConvGeometry, nb: int, xp):
+    """(add, finish) for dw = dY^T col block by block: ``add(n0, n1, dy)`` builds the patches of
+    x[n0:n1] and adds dy[n0:n1] (read in place) times them (:func:`_product_sum`); ``finish()``
+    returns dw (C_out, C_in, kh, kw). Shared by :func:`_dw_by_patches_of_x` and the backward's
+    fused pass, so both give the same numbers."""
+    (kh, kw), (Hp, Wp), (Ho, Wo) = g.kernel, g.padded_size, g.out_size
+    C, O, K = g.c_in, g.c_out, kh * kw * g.c_in
+    xpad = xp.zeros((nb, Hp, Wp, C), dtype=x.dtype)  # border stays zero
+    col = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=x.dtype)
+    add_product, dw_mat = _product_sum(nb, O, Ho * Wo, K, x.dtype, xp)  # dW_mat^T: O, K
+
+    def add(n0, n1, dy):
+        n = n1 - n0
+        _im2col_into(col[:n], _pad_nhwc_into(xpad[:n], x[n0:n1], g), g.stride, g.dilation)
+        add_product(dy[n0:n1].reshape(n, O, Ho * Wo), col[:n].reshape(n, Ho * Wo, K))  # dy in place
+
+    def finish():
+        return xp.ascontiguousarray(dw_mat.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))  # O, C, kh, kw
+
+    return add, finish
+
+
 def _backward(dy, x, w, g: ConvGeometry, *, need_dx: bool, need_dw: bool):
     """(dx or None, dw or None) block by block: dw = dY^T col (:func:`_product_sum`, dy read in
     place), dx by :func:`_select_dx_route`'s route. Without dx, dw is :func:`_weight_grad` (its
@@ -327,26 +349,18 @@ def _backward(dy, x, w, g: ConvGeometry, *, need_dx: bool, need_dw: bool):
     if not need_dx:
         return None, (_weight_grad(dy, x, g) if need_dw else None)
     xp = get_xp(dy, x)
-    (kh, kw), (Hp, Wp), (Ho, Wo) = g.kernel, g.padded_size, g.out_size
-    C, O, K = g.c_in, g.c_out, kh * kw * g.c_in
     nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
     dx_block = _select_dx_route(g)(w, g, nb, xp)
-    if need_dw:
-        xpad = xp.zeros((nb, Hp, Wp, C), dtype=x.dtype)  # border stays zero
-        col = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=x.dtype)
-        add, dw_mat = _product_sum(nb, O, Ho * Wo, K, x.dtype, xp)  # dW_mat^T: O, K
-    dybuf = xp.empty((nb, Ho, Wo, O), dtype=x.dtype)
+    add_dw, finish_dw = _dw_from_patches_of_x(x, g, nb, xp) if need_dw else (None, None)
+    dybuf = xp.empty((nb, *g.out_size, g.c_out), dtype=x.dtype)
     dx = xp.empty(x.shape, dtype=x.dtype)
     for n0, n1 in blocks:
         n = n1 - n0
         if need_dw:
-            _im2col_into(col[:n], _pad_nhwc_into(xpad[:n], x[n0:n1], g), g.stride, g.dilation)
-            add(dy[n0:n1].reshape(n, O, Ho * Wo), col[:n].reshape(n, Ho * Wo, K))  # dy in place
+            add_dw(n0, n1, dy)
         dybuf[:n] = dy[n0:n1].transpose(0, 2, 3, 1)  # n, Ho, Wo, O
         dx[n0:n1] = dx_block(dybuf[:n]).transpose(0, 3, 1, 2)  # n, C, H, W
-    if not need_dw:
-        return dx, None
-    return dx, xp.ascontiguousarray(dw_mat.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))  # O, C, kh, kw
+    return dx, (finish_dw() if need_dw else None)
 
 
 def conv2d_backward(dy, cache, *, need_dx: bool = True, need_dw: bool = True):
@@ -380,17 +394,11 @@ def _dw_by_patches_of_x(dy, x, g: ConvGeometry):
     dw[o, c, i, j] = sum_n dW_n[o, (i, j, c)], i.e. dW_mat^T = dY^T col summed sample by sample.
     """
     xp = get_xp(dy, x)
-    (kh, kw), (Hp, Wp), (Ho, Wo) = g.kernel, g.padded_size, g.out_size
-    C, O, K = g.c_in, g.c_out, kh * kw * g.c_in
     nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
-    xpad = xp.zeros((nb, Hp, Wp, C), dtype=x.dtype)  # border stays zero
-    col = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=x.dtype)
-    add, dw_mat = _product_sum(nb, O, Ho * Wo, K, x.dtype, xp)  # O, K
+    add, finish = _dw_from_patches_of_x(x, g, nb, xp)
     for n0, n1 in blocks:
-        n = n1 - n0
-        _im2col_into(col[:n], _pad_nhwc_into(xpad[:n], x[n0:n1], g), g.stride, g.dilation)
-        add(dy[n0:n1].reshape(n, O, Ho * Wo), col[:n].reshape(n, Ho * Wo, K))  # dy in place
-    return xp.ascontiguousarray(dw_mat.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))  # O, C, kh, kw
+        add(n0, n1, dy)
+    return finish()
 
 
 def _dw_by_transposed_patches(dy, x, g: ConvGeometry):
