@@ -569,3 +569,32 @@ def test_augment_of_a_square_basis_is_the_basis_reorthonormalised_without_an_svd
     U_hat, M_hat = integ.augment(K, drifted, direction=D)
     np.testing.assert_allclose(U_hat.T @ U_hat, np.eye(5), rtol=0, atol=1e-14)
     np.testing.assert_allclose(U_hat @ M_hat, drifted, rtol=0, atol=1e-14)  # range kept: Û Ûᵀ U = U
+
+
+@pytest.mark.parametrize("fixed_rank", [False, True])
+def test_square_adaptive_modes_take_no_k_step(xp, monkeypatch, fixed_rank):
+    """A full-rank adaptive mode (square U_i, like a 3 x 3 kernel's spatial modes) spans the
+    whole space, so augment would discard its K-step: it is not taken. The step equals the
+    textbook step, which takes every K-step, to rounding. Fixed-rank modes need their K_i."""
+    import refdlrt.dlrt.integrator as integ
+    from refdlrt.dlrt.reference import tdlrt_step_reference
+
+    rng = np.random.default_rng(3)
+    Y = random_tucker((6, 5, 3, 3), (2, 3, 3, 3), rng, xp=xp)
+    G = xp.asarray(rng.standard_normal(Y.shape))
+    modes, real = [], integ.k_step
+
+    def spy(C, Us, i, grad, lr):
+        modes.append(i)
+        return real(C, Us, i, grad, lr)
+
+    monkeypatch.setattr(integ, "k_step", spy)
+    Y_new, info = tdlrt_step(Y, G, 0.1, 0.05, fixed_rank=fixed_rank)
+    assert modes == ([0, 1, 2, 3] if fixed_rank else [0, 1])
+    if not fixed_rank:
+        assert info.ranks_augmented[2:] == (3, 3)
+        ref = tdlrt_step_reference(Y, G, 0.1, 0.05)
+        assert ref.ranks == Y_new.ranks
+        tol = tolerance(np.float64)
+        np.testing.assert_allclose(to_numpy(Y_new.to_tensor()), to_numpy(ref.to_tensor()),
+                                   rtol=tol.rtol, atol=tol.atol)

@@ -15,7 +15,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from refdlrt.backend import get_xp, to_numpy
-from refdlrt.tensor.linalg import max_orthonormality_error, orth, orthonormality_error, qr_signfixed
+from refdlrt.tensor.linalg import (
+    left_singular,
+    max_orthonormality_error,
+    orth,
+    orthonormality_error,
+    qr_signfixed,
+    svd_thin,
+)
 from refdlrt.tolerances import tolerance
 
 F64 = np.float64
@@ -179,3 +186,54 @@ def test_small_svds_and_qrs_run_on_one_blas_thread(monkeypatch):
     linalg_module.svd_thin(A)
     linalg_module.qr_signfixed(A)
     assert entered == ["numpy", "numpy"]
+
+
+@given(m=st.integers(1, 12), extra=st.integers(0, 40), rank=st.integers(0, 12), seed=st.integers(0, 2**32 - 1))
+def test_left_singular_float32_by_the_gram_matrix_matches_the_float64_svd(xp, m, extra, rank, seed):
+    """A wide float32 A (m <= n) goes through its float64 Gram matrix: s and the leading
+    singular subspaces agree with the float64 SVD of the same numbers to float32 accuracy, and
+    P is orthonormal, rank-deficient A included (rank < m)."""
+    n = m + extra
+    rng = np.random.default_rng(seed)
+    k = min(rank, m)
+    A = (rng.standard_normal((m, k)) @ rng.standard_normal((k, n))).astype(np.float32)
+    P, s = left_singular(xp.asarray(A))
+    assert P.dtype == s.dtype == np.float32 and P.shape == (m, m) and s.shape == (m,)
+    P, s = to_numpy(P).astype(np.float64), to_numpy(s).astype(np.float64)
+    P64, s64, _ = np.linalg.svd(A.astype(np.float64), full_matrices=False)
+    scale = max(s64[0], 1e-30)
+    tol = tolerance(np.float32)
+    assert np.all(np.diff(s) <= 0)
+    # singular values: absolute error to about sqrt(eps64) s_1, far below float32's rounding
+    np.testing.assert_allclose(s, s64, rtol=0, atol=tol.atol * scale)
+    assert orthonormality_error(P) <= tol.ortho * math.sqrt(m)
+    # the subspace of the singular values above 1e-3 s_1 that are separated from the rest
+    j = int((s64 > 1e-3 * scale).sum())
+    if 0 < j < m and s64[j - 1] - s64[j] > 1e-2 * scale:
+        proj = P[:, :j] @ P[:, :j].T - P64[:, :j] @ P64[:, :j].T
+        assert np.linalg.norm(proj) <= 1e-4  # float32: gap 1e-2 s_1, error ~1e-7 / 1e-2 per unit
+    # each P_j is a left singular vector of its s_j: ||P_j^T A|| = s_j
+    np.testing.assert_allclose(np.linalg.norm(P.T @ A.astype(np.float64), axis=1), s, rtol=0,
+                               atol=tol.atol * scale)
+
+
+def test_left_singular_routes(xp, monkeypatch):
+    """float64 and tall float32 matrices take LAPACK's SVD unchanged (bit for bit the factors of
+    svd_thin); a wide or square float32 one never calls the SVD."""
+    import refdlrt.tensor.linalg as linalg_module
+
+    rng = np.random.default_rng(1)
+    for shape, dtype in [((5, 9), np.float64), ((9, 9), np.float64), ((9, 5), np.float32)]:
+        A = xp.asarray(rng.standard_normal(shape).astype(dtype))
+        P, s = left_singular(A)
+        P0, s0, _ = svd_thin(A)
+        assert to_numpy(P).tobytes() == to_numpy(P0).tobytes()
+        assert to_numpy(s).tobytes() == to_numpy(s0).tobytes()
+
+    def no_svd(A):
+        raise AssertionError("the SVD was called")
+
+    monkeypatch.setattr(linalg_module, "svd_thin", no_svd)
+    for shape in [(5, 9), (6, 6), (1, 4)]:
+        left_singular(xp.asarray(rng.standard_normal(shape).astype(np.float32)))
+        orth(xp.asarray(rng.standard_normal(shape).astype(np.float32)))

