@@ -182,6 +182,37 @@ def test_maxpool_propagates_nan_like_torch(xp, torch):
     )
 
 
+@pytest.mark.torch
+def test_maxpool_routes_the_gradient_to_the_last_nan_like_torch(xp, torch):
+    # Window 1 holds two NaNs (taps 1 and 3) among finite values; window 2 one NaN at tap 0,
+    # after which no finite maximum may take its place; window 3 none.
+    x = np.array([[[[1.0, np.nan, np.nan, 0.0, 1.0, 2.0], [5.0, np.nan, 7.0, 8.0, 3.0, 4.0]]]])
+    dy = np.array([[[[10.0, 20.0, 30.0]]]])
+    xt = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.max_pool2d(xt, 2).backward(torch.tensor(dy))
+    y, cache = maxpool2d_forward(xp.asarray(x), 2)
+    dx = to_numpy(maxpool2d_backward(xp.asarray(dy), cache))
+    expected = np.zeros_like(x)
+    expected[0, 0, 1, 1], expected[0, 0, 0, 2], expected[0, 0, 1, 5] = 10.0, 20.0, 30.0
+    np.testing.assert_array_equal(dx, expected)
+    np.testing.assert_array_equal(dx, xt.grad.numpy())
+    np.testing.assert_array_equal(np.isnan(to_numpy(y)), [[[[True, True, False]]]])
+
+
+def test_maxpool_windows_of_more_than_255_taps(xp):
+    """Tap indices are uint8 up to 255 taps and int32 beyond: a 16 x 17 window (272 taps)
+    whose maximum sits at tap 270 (row 15, column 15) must route its gradient there."""
+    x = -np.ones((1, 1, 16, 17))
+    x[0, 0, 15, 15] = 2.0
+    x[0, 0, 0, 3] = 2.0 - 1e-12  # a near-tie before it
+    y, cache = maxpool2d_forward(xp.asarray(x), (16, 17))
+    dx = to_numpy(maxpool2d_backward(xp.asarray(np.full((1, 1, 1, 1), 3.0)), cache))
+    assert to_numpy(y).item() == 2.0
+    expected = np.zeros_like(x)
+    expected[0, 0, 15, 15] = 3.0
+    np.testing.assert_array_equal(dx, expected)
+
+
 @pytest.mark.parametrize("kind", ["max", "avg"])
 def test_pool_rejects_bad_input(xp, kind):
     forward, backward = POOLS[kind]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .._checks import check_float_array
 from ..backend import get_xp
+from .masked import keep_where
 
 __all__ = ["relu_backward", "relu_forward"]
 
@@ -18,13 +19,13 @@ def relu_forward(x):
 
     Notes
     -----
-    y = x * [x > 0]. NaN inputs propagate (as in ``torch.relu``).
+    y = x * [x > 0], computed as ``maximum(x, 0)``: NaN inputs propagate (as in
+    ``torch.relu``) and -0 gives +0.
     """
     check_float_array(x, "x")
     xp = get_xp(x)
-    mask = x > 0
-    y = xp.where(mask | xp.isnan(x), x, xp.zeros((), dtype=x.dtype))
-    return y, (mask, x.dtype)
+    y = xp.maximum(x, xp.zeros((), dtype=x.dtype))
+    return y, (x > 0, x.dtype)
 
 
 def relu_backward(dy, cache):
@@ -32,7 +33,8 @@ def relu_backward(dy, cache):
 
     Notes
     -----
-    The derivative at x == 0 is taken as 0, like PyTorch.
+    The derivative at x == 0 is taken as 0, like PyTorch. dx = where(x > 0, dy, 0), by
+    :func:`~refdlrt.ops.masked.keep_where` (no branches).
     """
     mask, dtype = cache
     check_float_array(dy, "dy")
@@ -40,5 +42,4 @@ def relu_backward(dy, cache):
         raise ValueError(f"dy: expected shape {tuple(mask.shape)}, got {tuple(dy.shape)}")
     if dy.dtype != dtype:
         raise TypeError(f"dy: expected dtype {dtype}, got {dy.dtype}")
-    xp = get_xp(dy, mask)
-    return xp.where(mask, dy, xp.zeros((), dtype=dy.dtype))
+    return keep_where(mask, dy)

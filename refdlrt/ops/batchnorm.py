@@ -102,8 +102,10 @@ def batchnorm2d_forward(
         xc = x - _channel(running_mean)  # N, C, H, W
         new_mean, new_var = running_mean, running_var
     inv_std = 1 / xp.sqrt(var + eps)  # C
-    xhat = xc * _channel(inv_std)  # N, C, H, W
-    y = _channel(gamma) * xhat + _channel(beta)  # N, C, H, W
+    xhat = xc  # N, C, H, W: xc is a fresh array, scaled in place (one full-size copy less)
+    xhat *= _channel(inv_std)
+    y = xhat * _channel(gamma)  # N, C, H, W
+    y += _channel(beta)
     return y, (xhat, gamma, inv_std, training), new_mean, new_var
 
 
@@ -120,8 +122,12 @@ def batchnorm2d_backward(dy, cache):
     With g = dy * gamma (the gradient of xhat) and sums over (n, h, w), m = N H W:
 
         dbeta = sum dy,   dgamma = sum dy * xhat,
-        training:  dx = inv_std / m * (m g - sum g - xhat * sum g * xhat),
+        training:  dx = inv_std / m * (m g - sum g - xhat * sum g * xhat)
+                      = gamma inv_std (dy - dbeta / m - xhat dgamma / m),
         eval:      dx = g * inv_std        (mu, var are constants).
+
+    The second form (sum g = gamma dbeta, sum g xhat = gamma dgamma) is computed, in place:
+    four full-size passes instead of eight.
     """
     xhat, gamma, inv_std, training = cache
     check_float_array(dy, "dy")
@@ -132,12 +138,12 @@ def batchnorm2d_backward(dy, cache):
     get_xp(dy, xhat)  # raises on mixed backends
     dbeta = dy.sum(axis=(0, 2, 3))  # C
     dgamma = (dy * xhat).sum(axis=(0, 2, 3))  # C
-    g = dy * _channel(gamma)  # N, C, H, W
-    if training:
-        m = xhat.shape[0] * xhat.shape[2] * xhat.shape[3]
-        g_sum = _channel(g.sum(axis=(0, 2, 3)))  # 1, C, 1, 1
-        gx_sum = _channel((g * xhat).sum(axis=(0, 2, 3)))  # 1, C, 1, 1
-        dx = _channel(inv_std) / m * (m * g - g_sum - xhat * gx_sum)  # N, C, H, W
-    else:
-        dx = g * _channel(inv_std)  # N, C, H, W
+    scale = _channel(gamma * inv_std)  # 1, C, 1, 1
+    if not training:
+        return dy * scale, dgamma, dbeta  # N, C, H, W
+    m = xhat.shape[0] * xhat.shape[2] * xhat.shape[3]
+    dx = xhat * _channel(dgamma / m)  # N, C, H, W
+    get_xp(dx).subtract(dy, dx, out=dx)  # dy - xhat dgamma / m
+    dx -= _channel(dbeta / m)
+    dx *= scale
     return dx, dgamma, dbeta

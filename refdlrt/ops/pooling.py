@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from .._checks import check_float_array, check_grad, check_ndim, pair
 from ..backend import get_xp
+from .masked import keep_where
 
 __all__ = ["avgpool2d_backward", "avgpool2d_forward", "maxpool2d_backward", "maxpool2d_forward"]
 
@@ -80,7 +81,7 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
     Returns
     -------
     y : array (N, C, Ho, Wo)
-    cache : (argmax tap index (N, C, Ho, Wo), input shape, geometry).
+    cache : (argmax tap index (N, C, Ho, Wo), input shape, geometry, dtype).
 
     Notes
     -----
@@ -92,14 +93,30 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
     kh, kw, sh, sw, ph, pw, Ho, Wo = _pool_geometry(x, kernel_size, stride, padding, "maxpool2d")
     xp = get_xp(x)
     xpad = _pad(x, ph, pw, -xp.inf)  # N, C, Hp, Wp
-    y = _tap(xpad, 0, 0, sh, sw, Ho, Wo).copy()  # N, C, Ho, Wo
-    arg = xp.zeros(y.shape, dtype=xp.int32)  # N, C, Ho, Wo
-    for t in range(1, kh * kw):
-        tap = _tap(xpad, t // kw, t % kw, sh, sw, Ho, Wo)
-        better = (tap > y) | xp.isnan(tap)  # strict >: ties keep the first
-        y = xp.where(better, tap, y)
-        arg = xp.where(better, xp.int32(t), arg)
-    return y, (arg, tuple(x.shape), (kh, kw, sh, sw, ph, pw), x.dtype)
+    taps = [_tap(xpad, t // kw, t % kw, sh, sw, Ho, Wo) for t in range(kh * kw)]  # views
+    y = taps[0].copy()  # N, C, Ho, Wo
+    for tap in taps[1:]:
+        xp.maximum(y, tap, out=y)  # NaN propagates
+    return y, (_argmax_tap(taps, y), tuple(x.shape), (kh, kw, sh, sw, ph, pw), x.dtype)
+
+
+def _argmax_tap(taps, y):
+    """Per window, the first tap t with taps[t] == y (y the window maximum), or the last NaN tap
+    where y is NaN: (N, C, Ho, Wo), uint8 (int32 for windows of more than 255 taps).
+
+    Branch-free (arg -= hit (arg - t), taps from last to first so that the first hit stays;
+    arg > t there, so nothing wraps): ``where`` with an unpredictable mask is several times
+    slower in NumPy (see :func:`~refdlrt.ops.masked.keep_where`)."""
+    xp = get_xp(y)
+    index = xp.uint8 if len(taps) <= 255 else xp.int32
+    arg = xp.full(y.shape, len(taps) - 1, dtype=index)  # N, C, Ho, Wo
+    for t in range(len(taps) - 2, -1, -1):
+        hit = (taps[t] == y).view(xp.uint8)  # 1 where tap t holds the maximum
+        arg -= hit * (arg - index(t))
+    if bool(xp.isnan(y).any()):  # a NaN wins its window: the last one, as torch
+        for t, tap in enumerate(taps):
+            arg = xp.where(xp.isnan(tap), index(t), arg)
+    return arg
 
 
 def maxpool2d_backward(dy, cache):
@@ -116,9 +133,13 @@ def maxpool2d_backward(dy, cache):
     N, C, H, W = x_shape
     Ho, Wo = arg.shape[2], arg.shape[3]
     dxpad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=dtype)  # N, C, Hp, Wp
-    zero = xp.zeros((), dtype=dtype)
+    overlap = sh < kh or sw < kw  # else every dxpad entry is in at most one window
     for t in range(kh * kw):
-        _tap(dxpad, t // kw, t % kw, sh, sw, Ho, Wo)[...] += xp.where(arg == t, dy, zero)
+        dtap = _tap(dxpad, t // kw, t % kw, sh, sw, Ho, Wo)  # N, C, Ho, Wo view
+        if overlap:
+            dtap += keep_where(arg == t, dy)
+        else:  # disjoint slices: assigning skips reading them back
+            dtap[...] = keep_where(arg == t, dy)
     return xp.ascontiguousarray(dxpad[:, :, ph : ph + H, pw : pw + W])  # N, C, H, W
 
 
