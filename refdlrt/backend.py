@@ -34,9 +34,12 @@ def get_xp(*arrays):
     """
     kinds = set()
     for a in arrays:
-        if a is None or isinstance(a, (int, float, complex, bool, np.generic)):
+        if type(a) is np.ndarray:  # the common case first: it is called a few hundred times a step
+            kinds.add("numpy")
+        elif a is None or isinstance(a, (int, float, complex, bool, np.generic)):
             continue
-        kinds.add("cupy" if is_cupy_array(a) else "numpy")
+        else:
+            kinds.add("cupy" if is_cupy_array(a) else "numpy")
     if len(kinds) > 1:
         got = ", ".join(f"{type(a).__module__}.{type(a).__name__}" for a in arrays if a is not None)
         raise TypeError(
@@ -113,9 +116,11 @@ def one_blas_thread(xp):
     """Context in which NumPy's BLAS/LAPACK runs on one thread (a no-op for CuPy, or without
     threadpoolctl).
 
-    For the integrator's small SVDs and QRs: with two OpenBLAS threads on this project's 2-core
-    machine, LAPACK's SVD of a 32 x 288 float32 matrix took about 3x as long as with one
-    (benchmarks/README.md), while the convolutions' large GEMMs gain from every thread. Entering
+    For the integrator's SVDs (:func:`refdlrt.tensor.linalg.svd_thin`): with two OpenBLAS
+    threads on this project's 2-core machine, LAPACK's SVD of a 32 x 288 float32 matrix once took
+    about 3x as long as with one, and a 3136 x 38 one 1.1-1.6x (benchmarks/README.md), while the
+    convolutions' large GEMMs gain from every thread. The small QRs and eighs run without it:
+    paired training steps were 0.4-1.4 ms faster on lenet5. Entering
     costs about 35 µs. Results do not depend on the thread count of the caller. The limit is
     process-wide (threadpoolctl): run refdlrt in one thread per process (as ``refdlrt sweep``'s
     workers do), not in several threads of one process.

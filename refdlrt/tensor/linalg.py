@@ -34,8 +34,7 @@ def _descending_eigh(M):
     Returns (V, s) with s = sqrt(max(eigenvalue, 0)) descending (rounding can make the smallest
     eigenvalues of a Gram matrix slightly negative)."""
     xp = get_xp(M)
-    with one_blas_thread(xp):
-        w, V = xp.linalg.eigh(M)  # ascending
+    w, V = xp.linalg.eigh(M)  # ascending
     return V[:, ::-1], xp.sqrt(xp.maximum(w[::-1], 0.0))
 
 
@@ -128,8 +127,7 @@ def qr_signfixed(A):
     """
     _check_matrix(A, "qr_signfixed: A")
     xp = get_xp(A)
-    with one_blas_thread(xp):
-        Q, R = xp.linalg.qr(A)  # n, k; k, m  (mode="reduced")
+    Q, R = xp.linalg.qr(A)  # n, k; k, m  (mode="reduced")
     d = (xp.diagonal(R) >= 0).astype(A.dtype) * 2 - 1  # k, entries +-1
     return Q * d[None, :], R * d[:, None]
 
