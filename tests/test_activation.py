@@ -103,6 +103,8 @@ def test_relu_rejects_bad_input(xp):
     with pytest.raises(TypeError, match="x: expected a numpy or cupy array, got list"):
         relu_forward([1.0, 2.0])
     _, cache = relu_forward(xp.zeros((2, 3)))
+    with pytest.raises(TypeError, match="^dy: expected a numpy or cupy array, got list"):
+        relu_backward([[1.0] * 3] * 2, cache)
     with pytest.raises(ValueError, match=r"dy: expected shape \(2, 3\), got \(3, 2\)"):
         relu_backward(xp.zeros((3, 2)), cache)
     with pytest.raises(TypeError, match="dy: expected dtype float64, got float32"):

@@ -155,6 +155,16 @@ def test_batchnorm_without_running_stats_in_training(xp):
     np.testing.assert_array_equal(to_numpy(y), to_numpy(y_ref))  # same arithmetic either way
 
 
+def test_batchnorm_defaults_are_torchs(xp):
+    """momentum 0.1 and eps 1e-5 by default (torch.nn.BatchNorm2d's), against the loop spec."""
+    x, gamma, beta, rm, rv, _ = bn_data(((2, 3, 2, 2), True, 0.1, 1e-5, 7))
+    y, _, new_mean, new_var = batchnorm2d_forward(*(xp.asarray(a) for a in (x, gamma, beta, rm, rv)))
+    y_spec, mean_spec, var_spec = bn_spec(x, gamma, beta, rm, rv, True, 0.1, 1e-5)
+    assert_close(y, y_spec, np.float64, scale=float(np.abs(y_spec).max()))
+    assert_close(new_mean, mean_spec, np.float64)
+    assert_close(new_var, var_spec, np.float64)
+
+
 def test_batchnorm_rejects_bad_input(xp):
     x, c3 = xp.zeros((2, 3, 2, 2)), xp.ones(3)
     with pytest.raises(
@@ -179,7 +189,11 @@ def test_batchnorm_rejects_bad_input(xp):
         ValueError, match=r"more than 1 value per channel.*got x shape \(1, 3, 1, 1\)"
     ):
         batchnorm2d_forward(xp.zeros((1, 3, 1, 1)), c3, c3, c3, c3)
+    with pytest.raises(ValueError, match=r"^beta: expected shape \(3,\) for x with 3 channels"):
+        batchnorm2d_forward(x, c3, xp.ones(2), c3, c3)
     _, cache, _, _ = batchnorm2d_forward(x, c3, c3, c3, c3)
+    with pytest.raises(TypeError, match="^dy: expected a numpy or cupy array, got list"):
+        batchnorm2d_backward([0.0], cache)
     with pytest.raises(ValueError, match=r"dy: expected shape \(2, 3, 2, 2\), got \(2, 3, 2\)"):
         batchnorm2d_backward(xp.zeros((2, 3, 2)), cache)
     with pytest.raises(TypeError, match="dy: expected dtype float64, got float32"):

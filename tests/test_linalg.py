@@ -240,3 +240,57 @@ def test_left_singular_routes(xp, monkeypatch):
     for shape in [(5, 9), (6, 6), (1, 4)]:
         left_singular(xp.asarray(rng.standard_normal(shape).astype(np.float32)))
         orth(xp.asarray(rng.standard_normal(shape).astype(np.float32)))
+
+
+@given(n=st.integers(2, 60), m=st.integers(1, 30), decades=st.integers(0, 6),
+       rank=st.integers(0, 30), seed=st.integers(0, 2**32 - 1))
+def test_orth_of_a_tall_float32_matrix_by_its_gram_matrix(xp, n, m, decades, rank, seed):
+    """A tall float32 A goes through AᵀA in float64 (re-orthonormalised when ill-conditioned):
+    the same numerical rank and span as the float64 SVD of the same numbers, orthonormal
+    columns. Singular values are spread over ``decades`` decades (κ up to 1e6, where the second
+    pass is needed), some exactly zero (rank < m)."""
+    m = min(m, n - 1)
+    rng = np.random.default_rng(seed)
+    k = min(rank, m)
+    Pl, _ = np.linalg.qr(rng.standard_normal((n, m)))
+    Zr, _ = np.linalg.qr(rng.standard_normal((m, m)))
+    sig = np.zeros(m)
+    sig[:k] = np.logspace(0, -decades, k) if k else sig[:k]
+    A = ((Pl * sig) @ Zr.T).astype(np.float32)
+    Q = to_numpy(orth(xp.asarray(A))).astype(np.float64)
+    P64, s64, _ = np.linalg.svd(A.astype(np.float64), full_matrices=False)
+    rtol = max(n, m) * float(np.finfo(np.float32).eps)
+    kept = s64 > rtol * s64[0] if s64[0] > 0 else np.zeros(m, bool)
+    margin = np.abs(s64 / max(s64[0], 1e-300) - rtol) > 0.1 * rtol  # no σ near the cut
+    if margin.all():
+        assert Q.shape == (n, int(kept.sum()))
+        Pk = P64[:, kept]
+        # same span. Both come from the same float32 numbers; the Gram route's subspace error is
+        # about eps64 σ_1² / (σ_k² - σ_{k+1}²) <= 1e-4 (kept σ >= 1e-6 σ_1, dropped ones are
+        # rounding noise), plus the float32 rounding of Q (a float32 SVD would be off by
+        # eps32 σ_1 / σ_k, up to 0.1 here).
+        np.testing.assert_allclose(Q @ Q.T, Pk @ Pk.T, rtol=0, atol=1e-4)
+    tol = tolerance(np.float32)
+    assert orthonormality_error(Q) <= tol.ortho * math.sqrt(max(Q.shape[1], 1))
+
+
+def test_orth_tall_gram_route_reorthonormalises_only_ill_conditioned_matrices(monkeypatch):
+    """One eigen-decomposition (of AᵀA) when eps64 κ² cannot reach float32's rounding; a second
+    one (of QᵀQ) when it can (κ = σ_1 / σ_k of the kept σ: here 10 and 1e5). A tiny rtol or a
+    float64 matrix takes the SVD instead."""
+    import refdlrt.tensor.linalg as linalg_module
+
+    calls, real = [], linalg_module._descending_eigh
+    monkeypatch.setattr(linalg_module, "_descending_eigh", lambda M: calls.append(M.shape) or real(M))
+    rng = np.random.default_rng(5)
+    P, _ = np.linalg.qr(rng.standard_normal((40, 6)))
+    for smallest, expected in [(1e-1, [(6, 6)]), (1e-5, [(6, 6), (6, 6)])]:
+        calls.clear()
+        A = (P * np.logspace(0, np.log10(smallest), 6)).astype(np.float32)
+        Q = orth(A)
+        assert calls == expected and Q.shape == (40, 6)
+        assert orthonormality_error(Q.astype(np.float64)) <= tolerance(np.float32).ortho
+    calls.clear()
+    orth(A, rtol=1e-7)  # below the Gram route's floor
+    orth(A.astype(np.float64))
+    assert calls == []

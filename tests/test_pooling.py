@@ -199,18 +199,32 @@ def test_maxpool_routes_the_gradient_to_the_last_nan_like_torch(xp, torch):
     np.testing.assert_array_equal(np.isnan(to_numpy(y)), [[[[True, True, False]]]])
 
 
-def test_maxpool_windows_of_more_than_255_taps(xp):
-    """Tap indices are uint8 up to 255 taps and int32 beyond: a 16 x 17 window (272 taps)
-    whose maximum sits at tap 270 (row 15, column 15) must route its gradient there."""
-    x = -np.ones((1, 1, 16, 17))
-    x[0, 0, 15, 15] = 2.0
-    x[0, 0, 0, 3] = 2.0 - 1e-12  # a near-tie before it
-    y, cache = maxpool2d_forward(xp.asarray(x), (16, 17))
+@pytest.mark.parametrize("kernel, index", [((2, 2), np.uint8), ((16, 16), np.uint8),
+                                           ((1, 257), np.int32), ((16, 17), np.int32)])
+def test_maxpool_tap_indices_fit_the_window(xp, kernel, index):
+    """Tap indices are uint8 for windows of up to 256 taps (indices 0-255) and int32 beyond;
+    the maximum at the window's last-but-one tap (index 254, 255, 255, 270) must get the
+    gradient, after a near-tie at tap 3."""
+    kh, kw = kernel
+    x = -np.ones((1, 1, kh, kw))
+    t = kh * kw - 2 if kh * kw > 4 else 3
+    x.flat[t] = 2.0
+    x.flat[min(3, t - 1)] = 2.0 - 1e-12
+    y, cache = maxpool2d_forward(xp.asarray(x), kernel)
+    assert cache[0].dtype == index
     dx = to_numpy(maxpool2d_backward(xp.asarray(np.full((1, 1, 1, 1), 3.0)), cache))
     assert to_numpy(y).item() == 2.0
     expected = np.zeros_like(x)
-    expected[0, 0, 15, 15] = 3.0
+    expected.flat[t] = 3.0
     np.testing.assert_array_equal(dx, expected)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool_errors_name_the_operation(xp, kind):
+    forward, _ = POOLS[kind]
+    name = {"max": "maxpool2d", "avg": "avgpool2d"}[kind]
+    with pytest.raises(ValueError, match=rf"^{name}: kernel_size must be positive"):
+        forward(xp.zeros((1, 2, 5, 5)), (0, 2))
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])

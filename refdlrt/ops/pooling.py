@@ -102,13 +102,13 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
 
 def _argmax_tap(taps, y):
     """Per window, the first tap t with taps[t] == y (y the window maximum), or the last NaN tap
-    where y is NaN: (N, C, Ho, Wo), uint8 (int32 for windows of more than 255 taps).
+    where y is NaN: (N, C, Ho, Wo), uint8 (indices 0-255: windows of up to 256 taps), else int32.
 
     Branch-free (arg -= hit (arg - t), taps from last to first so that the first hit stays;
     arg > t there, so nothing wraps): ``where`` with an unpredictable mask is several times
     slower in NumPy (see :func:`~refdlrt.ops.masked.keep_where`)."""
     xp = get_xp(y)
-    index = xp.uint8 if len(taps) <= 255 else xp.int32
+    index = xp.uint8 if len(taps) <= 256 else xp.int32
     arg = xp.full(y.shape, len(taps) - 1, dtype=index)  # N, C, Ho, Wo
     for t in range(len(taps) - 2, -1, -1):
         hit = (taps[t] == y).view(xp.uint8)  # 1 where tap t holds the maximum

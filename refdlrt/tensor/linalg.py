@@ -57,7 +57,7 @@ def left_singular(A):
     """
     xp = get_xp(A)
     m, n = A.shape
-    if A.dtype == xp.float32 and 0 < m <= n:
+    if A.dtype == xp.float32 and m <= n:
         A64 = A.astype(xp.float64)
         P, s = _descending_eigh(A64 @ A64.T)  # m x m, m
         return P.astype(A.dtype), s.astype(A.dtype)
@@ -88,7 +88,9 @@ def orth(A, *, rtol=None):
     ``A = P Σ Zᵀ`` (thin SVD), ``Q = P[:, :k]`` with ``k = #{j : σ_j > rtol σ_1}``.
     Unlike a QR of ``A``, the result never contains columns outside range(A) when A is
     rank-deficient. P and Σ come from :func:`left_singular` (for a wide float32 A through its
-    Gram matrix in float64).
+    Gram matrix in float64); a tall float32 A (n > m, rtol ≥ 1e-6) goes through the Gram matrix
+    of its columns, ``AᵀA`` (:func:`_orth_tall_by_gram`), and gets an orthonormal basis of the
+    same span that need not be P's columns.
     """
     _check_matrix(A, "orth: A")
     xp = get_xp(A)
@@ -102,9 +104,35 @@ def orth(A, *, rtol=None):
         return xp.zeros((n, 0), dtype=A.dtype)
     if not bool(xp.isfinite(A).all()):
         raise ValueError(f"orth: A (shape {tuple(A.shape)}) contains NaN or Inf")
+    if A.dtype == xp.float32 and n > m and rtol >= _GRAM_RTOL:
+        return _orth_tall_by_gram(A, rtol)
     P, s = left_singular(A)  # n, min(n,m); min(n,m)
     k = int((s > rtol * s[0]).sum())  # s[0] = σ_max; zero matrix -> k = 0
     return P[:, :k]  # n, k
+
+
+# The smallest rtol for which orth of a tall float32 matrix takes the Gram route: the Gram
+# matrix's σ are exact to about sqrt(eps₆₄) σ_1 = 1.5e-8 σ_1, 1.5 % of the cut at this rtol.
+_GRAM_RTOL = 1e-6
+
+
+def _orth_tall_by_gram(A, rtol: float):
+    """:func:`orth` of a tall float32 A (n x m, n > m) through its float64 Gram matrix.
+
+    ``AᵀA = Z Σ² Zᵀ``; k = #{σ_j > rtol σ_1}; ``Q = A Z_k Σ_k⁻¹`` spans the same space as the
+    SVD's P[:, :k]. Its columns are orthonormal to about eps₆₄ (σ_1 / σ_k)², so when that could
+    reach float32's rounding Q is re-orthonormalised once the same way, ``Q (QᵀQ)^{-1/2}`` by
+    the eigen-decomposition of QᵀQ (κ(Q) ≈ 1 then, so the second pass is exact to eps₆₄).
+    """
+    xp = get_xp(A)
+    A64 = A.astype(xp.float64)
+    Z, s = _descending_eigh(A64.T @ A64)  # m x m, m
+    k = int((s > rtol * s[0]).sum())  # zero matrix: s[0] = 0, k = 0
+    Q = (A64 @ Z[:, :k]) / s[:k]  # n, k
+    if k and float(s[0] / s[k - 1]) ** 2 * np.finfo(np.float64).eps > 1e-9:
+        E, ell = _descending_eigh(Q.T @ Q)  # k x k, ell ≈ 1
+        Q = (Q @ E) / ell  # n, k: Q E Λ^{-1/2}
+    return Q.astype(A.dtype)
 
 
 def qr_signfixed(A):
