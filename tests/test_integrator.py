@@ -550,25 +550,24 @@ def test_float32_small_steps_still_augment(xp, lr):
     assert info.ranks_augmented == (2 * r, 2 * r)
 
 
-def test_augment_of_a_square_basis_is_the_basis_reorthonormalised_without_an_svd(monkeypatch):
-    """r_i = n_i: range(U_i) is the whole space, so Û_i = qr(U_i) (= U_i for an orthonormal U_i)
-    and M̂_i = Û_iᵀU_i = I, no SVD spent; a U_i that drifted from orthonormality by rounding is
-    re-orthonormalised, so the drift cannot accumulate over steps."""
+def test_augment_of_a_square_basis_is_the_canonical_basis_without_an_svd_or_qr(xp, monkeypatch):
+    """r_i = n_i: range(U_i) is the whole space, so Û_i = I and M̂_i = U_i, no SVD or QR spent;
+    Û_i M̂_i = U_i exactly, also for a U_i that drifted from orthonormality by rounding."""
     import refdlrt.dlrt.integrator as integ
 
     rng = np.random.default_rng(3)
     U = np.linalg.qr(rng.standard_normal((5, 5)))[0]
-    U = U * np.sign(np.diag(U.T @ U))  # any sign pattern
     K, D = rng.standard_normal((5, 4)), rng.standard_normal((5, 4))
-    monkeypatch.setattr(integ, "orth", lambda *a, **k: pytest.fail("orth called for a square U"))
-    for direction in (D, None):
-        U_hat, M_hat = integ.augment(K, U, direction=direction)
-        np.testing.assert_allclose(U_hat, U, rtol=0, atol=1e-14)  # a few ulps of |U| <= 1
-        np.testing.assert_allclose(M_hat, np.eye(5), rtol=0, atol=1e-14)
-    drifted = U + 1e-6 * rng.standard_normal((5, 5))
-    U_hat, M_hat = integ.augment(K, drifted, direction=D)
-    np.testing.assert_allclose(U_hat.T @ U_hat, np.eye(5), rtol=0, atol=1e-14)
-    np.testing.assert_allclose(U_hat @ M_hat, drifted, rtol=0, atol=1e-14)  # range kept: Û Ûᵀ U = U
+    for name in ("orth", "qr_signfixed"):
+        monkeypatch.setattr(integ, name, lambda *a, **k: pytest.fail("called for a square U"))
+    for basis in (U, U + 1e-6 * rng.standard_normal((5, 5))):
+        for direction in (xp.asarray(D), None):
+            U_hat, M_hat = integ.augment(xp.asarray(K), xp.asarray(basis), direction=direction)
+            assert U_hat.dtype == M_hat.dtype == np.float64
+            np.testing.assert_array_equal(to_numpy(U_hat), np.eye(5))
+            np.testing.assert_array_equal(to_numpy(M_hat), basis)
+    U_hat, M_hat = integ.augment(None, xp.asarray(U.astype(np.float32)))
+    assert U_hat.dtype == np.float32
 
 
 @pytest.mark.parametrize("fixed_rank", [False, True])

@@ -255,7 +255,7 @@ def test_orth_of_a_tall_float32_matrix_by_its_gram_matrix(xp, n, m, decades, ran
     Pl, _ = np.linalg.qr(rng.standard_normal((n, m)))
     Zr, _ = np.linalg.qr(rng.standard_normal((m, m)))
     sig = np.zeros(m)
-    sig[:k] = np.logspace(0, -decades, k) if k else sig[:k]
+    sig[:k] = np.logspace(0, -decades, k) * 10.0 ** rng.uniform(-3, 3) if k else sig[:k]
     A = ((Pl * sig) @ Zr.T).astype(np.float32)
     Q = to_numpy(orth(xp.asarray(A))).astype(np.float64)
     P64, s64, _ = np.linalg.svd(A.astype(np.float64), full_matrices=False)
@@ -275,22 +275,40 @@ def test_orth_of_a_tall_float32_matrix_by_its_gram_matrix(xp, n, m, decades, ran
 
 
 def test_orth_tall_gram_route_reorthonormalises_only_ill_conditioned_matrices(monkeypatch):
-    """One eigen-decomposition (of AᵀA) when eps64 κ² cannot reach float32's rounding; a second
-    one (of QᵀQ) when it can (κ = σ_1 / σ_k of the kept σ: here 10 and 1e5). A tiny rtol or a
-    float64 matrix takes the SVD instead."""
+    """One eigen-decomposition (of AᵀA) when eps64 κ² cannot reach 1e-9; a second one (of QᵀQ)
+    when it can (κ = σ_1 / σ_k, σ_k the smallest kept σ: 10 and 1e3 against 1e5, with only the
+    last σ small). rtol = 1e-6 still takes the Gram route; a smaller rtol, a float64 or a square
+    matrix do not."""
     import refdlrt.tensor.linalg as linalg_module
 
     calls, real = [], linalg_module._descending_eigh
     monkeypatch.setattr(linalg_module, "_descending_eigh", lambda M: calls.append(M.shape) or real(M))
     rng = np.random.default_rng(5)
     P, _ = np.linalg.qr(rng.standard_normal((40, 6)))
-    for smallest, expected in [(1e-1, [(6, 6)]), (1e-5, [(6, 6), (6, 6)])]:
+    for smallest, expected in [(1e-1, [(6, 6)]), (1e-3, [(6, 6)]), (1e-5, [(6, 6), (6, 6)])]:
         calls.clear()
-        A = (P * np.logspace(0, np.log10(smallest), 6)).astype(np.float32)
+        A = (P * np.array([1.0] * 5 + [smallest])).astype(np.float32)
         Q = orth(A)
         assert calls == expected and Q.shape == (40, 6)
         assert orthonormality_error(Q.astype(np.float64)) <= tolerance(np.float32).ortho
     calls.clear()
+    orth(A, rtol=1e-6)
+    assert calls == [(6, 6), (6, 6)]
+    calls.clear()
     orth(A, rtol=1e-7)  # below the Gram route's floor
     orth(A.astype(np.float64))
     assert calls == []
+    monkeypatch.setattr(linalg_module, "_orth_tall_by_gram", None)  # a call would fail
+    orth(rng.standard_normal((20, 20)).astype(np.float32))  # square (rtol 2.4e-6): not tall
+    assert calls == [(20, 20)]  # left_singular's Gram route
+
+
+def test_reorthonormalise_makes_nearly_orthonormal_columns_orthonormal():
+    from refdlrt.tensor.linalg import _reorthonormalise
+
+    rng = np.random.default_rng(2)
+    P, _ = np.linalg.qr(rng.standard_normal((30, 5)))
+    Q = (P + 1e-3 * rng.standard_normal((30, 5))) * np.array([1.01, 0.99, 1.0, 1.02, 0.98])
+    R = _reorthonormalise(Q)
+    assert orthonormality_error(R) <= 1e-13  # float64, 5 columns: rounding only
+    np.testing.assert_allclose(R @ (R.T @ Q), Q, atol=1e-13)  # the same span as Q

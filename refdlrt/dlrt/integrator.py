@@ -148,13 +148,15 @@ def augment(K, U, *, direction=None):
     so a rank-deficient matrix gives exactly its rank and never columns outside its range.
     Width r̂_i ≤ min(2 r_i, n_i). Then M̂_i = Û_i^T U_i  (r̂_i x r_i). Every direction of
     range(U_i) has singular value >= 1 in these matrices, so range(Û_i) ⊇ range(U_i) to rounding.
-    A square U_i (r_i = n_i) already spans everything: then Û_i = Q from the sign-fixed QR of
-    U_i (U_i re-orthonormalised, so rounding cannot accumulate over steps), no SVD.
+    A square U_i (r_i = n_i) already spans everything: then Û_i = I (the canonical basis) and
+    M̂_i = U_i, with no SVD or QR. The lift then absorbs U_i into the core (Ĉ x_i Û_i = Y
+    exactly, even for a U_i that drifted from orthonormality by rounding), and the truncation
+    makes the new factor from the HOSVD's orthonormal P_i alone, so rounding cannot accumulate
+    over steps.
     """
     xp = get_xp(K, U)
     if U.shape[0] == U.shape[1]:  # range(U_i) is the whole space
-        U_hat, _ = qr_signfixed(U)  # n_i x n_i
-        return U_hat, U_hat.T @ U
+        return xp.eye(U.shape[0], dtype=U.dtype), U  # n_i x n_i, n_i x n_i
     if direction is None:
         B = xp.concatenate([K, U], axis=1)  # n_i x (k + r_i)
     else:

@@ -130,9 +130,16 @@ def _orth_tall_by_gram(A, rtol: float):
     k = int((s > rtol * s[0]).sum())  # zero matrix: s[0] = 0, k = 0
     Q = (A64 @ Z[:, :k]) / s[:k]  # n, k
     if k and float(s[0] / s[k - 1]) ** 2 * np.finfo(np.float64).eps > 1e-9:
-        E, ell = _descending_eigh(Q.T @ Q)  # k x k, ell ≈ 1
-        Q = (Q @ E) / ell  # n, k: Q E Λ^{-1/2}
+        Q = _reorthonormalise(Q)
     return Q.astype(A.dtype)
+
+
+def _reorthonormalise(Q):
+    """``Q E Λ^{-1/2}`` with ``QᵀQ = E Λ Eᵀ``: orthonormal columns spanning range(Q), for a Q
+    whose columns are already nearly orthonormal (then Λ ≈ I and the result is exact to
+    rounding)."""
+    E, ell = _descending_eigh(Q.T @ Q)  # k x k, k (ell = sqrt(Λ) ≈ 1)
+    return (Q @ E) / ell  # n, k
 
 
 def qr_signfixed(A):
