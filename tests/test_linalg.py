@@ -277,7 +277,7 @@ def test_orth_of_a_tall_float32_matrix_by_its_gram_matrix(xp, n, m, decades, ran
 def test_orth_tall_gram_route_reorthonormalises_only_ill_conditioned_matrices(monkeypatch):
     """One eigen-decomposition (of AᵀA) when eps64 κ² cannot reach 1e-9; a second one (of QᵀQ)
     when it can (κ = σ_1 / σ_k, σ_k the smallest kept σ: 10 and 1e3 against 1e5, with only the
-    last σ small). rtol = 1e-6 still takes the Gram route; a smaller rtol, a float64 or a square
+    last σ small or only the first one large). rtol = 1e-6 still takes the Gram route; a smaller rtol, a float64 or a square
     matrix do not."""
     import refdlrt.tensor.linalg as linalg_module
 
@@ -285,9 +285,11 @@ def test_orth_tall_gram_route_reorthonormalises_only_ill_conditioned_matrices(mo
     monkeypatch.setattr(linalg_module, "_descending_eigh", lambda M: calls.append(M.shape) or real(M))
     rng = np.random.default_rng(5)
     P, _ = np.linalg.qr(rng.standard_normal((40, 6)))
-    for smallest, expected in [(1e-1, [(6, 6)]), (1e-3, [(6, 6)]), (1e-5, [(6, 6), (6, 6)])]:
+    for sigma, expected in [([1.0] * 5 + [1e-1], [(6, 6)]), ([1.0] * 5 + [1e-3], [(6, 6)]),
+                            ([1.0] + [1e-5] * 5, [(6, 6), (6, 6)]),  # only σ_1 is large
+                            ([1.0] * 5 + [1e-5], [(6, 6), (6, 6)])]:
         calls.clear()
-        A = (P * np.array([1.0] * 5 + [smallest])).astype(np.float32)
+        A = (P * np.array(sigma)).astype(np.float32)
         Q = orth(A)
         assert calls == expected and Q.shape == (40, 6)
         assert orthonormality_error(Q.astype(np.float64)) <= tolerance(np.float32).ortho
