@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import get_xp
 
 __all__ = ["keep_where"]
@@ -27,5 +29,5 @@ def keep_where(mask, a):
     """
     xp = get_xp(mask, a)
     u = getattr(xp, _UINT[a.dtype.itemsize])
-    ones_or_zeros = -(mask.astype(u))  # 0 - 1 wraps to all ones
+    ones_or_zeros = mask.astype(u) * u(np.iinfo(u).max)  # 0 or all ones, per entry
     return (a.view(u) & ones_or_zeros).view(a.dtype)
