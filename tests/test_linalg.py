@@ -207,8 +207,10 @@ def test_left_singular_float32_by_the_gram_matrix_matches_the_float64_svd(xp, m,
     scale = max(s64[0], 1e-30)
     tol = tolerance(np.float32)
     assert np.all(np.diff(s) <= 0)
-    # singular values: absolute error to about sqrt(eps64) s_1, far below float32's rounding
-    np.testing.assert_allclose(s, s64, rtol=0, atol=tol.atol * scale)
+    # singular values: the Gram route's error is about sqrt(eps64) s_1 = 1.5e-8 s_1, plus the
+    # float32 rounding of s (eps32 s_j): 4 eps32 s_1 bounds both
+    close = 4 * float(np.finfo(np.float32).eps) * scale
+    np.testing.assert_allclose(s, s64, rtol=0, atol=close)
     assert orthonormality_error(P) <= tol.ortho * math.sqrt(m)
     # the subspace of the singular values above 1e-3 s_1 that are separated from the rest
     j = int((s64 > 1e-3 * scale).sum())
@@ -217,7 +219,7 @@ def test_left_singular_float32_by_the_gram_matrix_matches_the_float64_svd(xp, m,
         assert np.linalg.norm(proj) <= 1e-4  # float32: gap 1e-2 s_1, error ~1e-7 / 1e-2 per unit
     # each P_j is a left singular vector of its s_j: ||P_j^T A|| = s_j
     np.testing.assert_allclose(np.linalg.norm(P.T @ A.astype(np.float64), axis=1), s, rtol=0,
-                               atol=tol.atol * scale)
+                               atol=close)
 
 
 def test_left_singular_routes(xp, monkeypatch):
@@ -237,9 +239,10 @@ def test_left_singular_routes(xp, monkeypatch):
         raise AssertionError("the SVD was called")
 
     monkeypatch.setattr(linalg_module, "svd_thin", no_svd)
-    for shape in [(5, 9), (6, 6), (1, 4)]:
+    for shape in [(5, 9), (9, 9), (1, 12)]:  # orth's default rtol max(n, m) eps32 >= 1e-6
         left_singular(xp.asarray(rng.standard_normal(shape).astype(np.float32)))
         orth(xp.asarray(rng.standard_normal(shape).astype(np.float32)))
+    orth(xp.asarray(rng.standard_normal((3, 4)).astype(np.float32)), rtol=1e-6)  # at the floor
 
 
 @given(n=st.integers(2, 60), m=st.integers(1, 30), decades=st.integers(0, 6),
@@ -314,3 +317,18 @@ def test_reorthonormalise_makes_nearly_orthonormal_columns_orthonormal():
     R = _reorthonormalise(Q)
     assert orthonormality_error(R) <= 1e-13  # float64, 5 columns: rounding only
     np.testing.assert_allclose(R @ (R.T @ Q), Q, atol=1e-13)  # the same span as Q
+
+
+def test_orth_below_the_gram_floor_keeps_exact_rank(xp):
+    """A wide float32 matrix of exact rank 3 (a repeated row) with rtol below the Gram route's σ
+    floor: LAPACK's SVD decides, so no column outside range(A) comes back (a review finding:
+    the Gram route returned a 4th column in the null space)."""
+    rng = np.random.default_rng(4)
+    A = rng.standard_normal((4, 8)).astype(np.float32)
+    A[3] = A[1]
+    P64, s64, _ = np.linalg.svd(A.astype(np.float64))
+    for rtol in (1e-9, 0.0):
+        Q = to_numpy(orth(xp.asarray(A), rtol=rtol)).astype(np.float64)
+        assert Q.shape == (4, int((s64 > rtol * s64[0]).sum()))
+        if Q.shape[1] == 3:
+            assert abs(P64[:, 3] @ Q).max() <= 1e-6  # no column along the left null vector

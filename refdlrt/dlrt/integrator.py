@@ -156,7 +156,7 @@ def augment(K, U, *, direction=None):
     """
     xp = get_xp(K, U)
     if U.shape[0] == U.shape[1]:  # range(U_i) is the whole space
-        return xp.eye(U.shape[0], dtype=U.dtype), U  # n_i x n_i, n_i x n_i
+        return xp.eye(U.shape[0], dtype=U.dtype), U.copy()  # n_i x n_i, n_i x n_i
     if direction is None:
         B = xp.concatenate([K, U], axis=1)  # n_i x (k + r_i)
     else:

@@ -20,7 +20,7 @@ def relu_forward(x):
     Notes
     -----
     y = x * [x > 0], computed as ``maximum(x, 0)``: NaN inputs propagate (as in
-    ``torch.relu``) and -0 gives +0.
+    ``torch.relu``); the sign of a zero output is not specified (IEEE leaves max(-0, +0) open).
     """
     check_float_array(x, "x")
     xp = get_xp(x)

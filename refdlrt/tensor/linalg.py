@@ -51,6 +51,8 @@ def left_singular(A):
     for every σ_j above 1e-9 σ₁. A float64 matrix would lose half its digits this way, so it
     keeps the SVD (and with it every float64 validation).
 
+    A must be finite (its callers, :func:`~refdlrt.tensor.hosvd.hosvd` and :func:`orth`, check).
+
     Returns
     -------
     P : (m, min(m, n)), orthonormal columns;  s : (min(m, n),), same dtype as A.
@@ -66,7 +68,7 @@ def left_singular(A):
 
 
 def orth(A, *, rtol=None):
-    """Orthonormal basis of exactly ``range(A)``, computed by the SVD.
+    """Orthonormal basis of exactly ``range(A)``, from its singular values and vectors.
 
     Parameters
     ----------
@@ -87,10 +89,11 @@ def orth(A, *, rtol=None):
     -----
     ``A = P Σ Zᵀ`` (thin SVD), ``Q = P[:, :k]`` with ``k = #{j : σ_j > rtol σ_1}``.
     Unlike a QR of ``A``, the result never contains columns outside range(A) when A is
-    rank-deficient. P and Σ come from :func:`left_singular` (for a wide float32 A through its
-    Gram matrix in float64); a tall float32 A (n > m, rtol ≥ 1e-6) goes through the Gram matrix
-    of its columns, ``AᵀA`` (:func:`_orth_tall_by_gram`), and gets an orthonormal basis of the
-    same span that need not be P's columns.
+    rank-deficient. For float32 with rtol ≥ 1e-6 (the default for n or m ≥ 9) P and Σ come from
+    the float64 Gram matrix: :func:`left_singular` for a wide or square A, and for a tall A the
+    Gram matrix of its columns, ``AᵀA`` (:func:`_orth_tall_by_gram`), which gives an orthonormal
+    basis of the same span that need not be P's columns. Otherwise (float64, or a smaller rtol,
+    below the Gram route's σ floor of about 1.5e-8 σ_1) LAPACK's SVD.
     """
     _check_matrix(A, "orth: A")
     xp = get_xp(A)
@@ -106,7 +109,10 @@ def orth(A, *, rtol=None):
         raise ValueError(f"orth: A (shape {tuple(A.shape)}) contains NaN or Inf")
     if A.dtype == xp.float32 and n > m and rtol >= _GRAM_RTOL:
         return _orth_tall_by_gram(A, rtol)
-    P, s = left_singular(A)  # n, min(n,m); min(n,m)
+    if A.dtype == xp.float32 and rtol >= _GRAM_RTOL:
+        P, s = left_singular(A)  # n, n; n  (wide or square: the Gram route)
+    else:  # the Gram route's σ floor (~1.5e-8 σ_1) would keep noise directions below this rtol
+        P, s, _ = svd_thin(A)  # n, min(n,m); min(n,m)
     k = int((s > rtol * s[0]).sum())  # s[0] = σ_max; zero matrix -> k = 0
     return P[:, :k]  # n, k
 
