@@ -322,16 +322,7 @@ def tdlrt_step(
     """
     _check_step_args(Y, lr, tau)
     _check_momentum(momentum, velocity, Y.ranks)
-    G = as_projector(grad, Y.shape)
-    if hasattr(G, "G"):  # a dense gradient: the same dtype rule as conv2d_forward's
-        check_float_array(G.G, "tdlrt_step: grad")
-        check_same_dtype(("Y.core", Y.core), ("grad", G.G))
-        _check_finite(G.G, "grad")
-    if velocity is not None:
-        check_float_array(velocity, "tdlrt_step: velocity")
-        check_same_dtype(("Y.core", Y.core), ("velocity", velocity))
-    if momentum and velocity is not None:
-        G = MomentumGradient(G, velocity, tuple(Y.factors), float(momentum))
+    G = _step_direction(Y, grad, momentum, velocity)
     r_max = _rank_bounds(r_min, r_max, Y.shape)
     adaptive = _adaptive_modes(adaptive_modes, fixed_rank, Y.ndim)
 
@@ -349,6 +340,22 @@ def tdlrt_step(
     v_new = transport_velocity(grad_C, U_hats, Y_new.factors) if momentum else None
     info = _step_info(Y, G, C_hat, U_hats, grad_C, Y_new, theta, eta, bound, v_new, diagnostics)
     return Y_new, info
+
+
+def _step_direction(Y: Tucker, grad, momentum: float, velocity):
+    """The direction D of the step as a projector: G (checked when dense), or G + μV with
+    momentum and a velocity (:class:`MomentumGradient`)."""
+    G = as_projector(grad, Y.shape)
+    if hasattr(G, "G"):  # a dense gradient: the same dtype rule as conv2d_forward's
+        check_float_array(G.G, "tdlrt_step: grad")
+        check_same_dtype(("Y.core", Y.core), ("grad", G.G))
+        _check_finite(G.G, "grad")
+    if velocity is not None:
+        check_float_array(velocity, "tdlrt_step: velocity")
+        check_same_dtype(("Y.core", Y.core), ("velocity", velocity))
+    if momentum and velocity is not None:
+        G = MomentumGradient(G, velocity, tuple(Y.factors), float(momentum))
+    return G
 
 
 def _adaptive_modes(adaptive_modes, fixed_rank: bool, d: int) -> list:
@@ -374,14 +381,12 @@ def basis_update(Y: Tucker, grad, lr: float, adaptive: Sequence[bool]):
     for i, U in enumerate(Y.factors):
         if adaptive[i] and U.shape[0] == U.shape[1]:  # Û_i = the whole space, whatever K_i is
             U_hat, M_hat = augment(None, U)  # n_i x n_i, n_i x n_i
-            U_hats.append(U_hat)
-            M_hats.append(M_hat)
-            continue
-        K, grad_K = k_step(Y.core, Y.factors, i, grad, lr)  # n_i x r_i
-        if adaptive[i]:
-            U_hat, M_hat = augment(K, U, direction=grad_K)  # n_i x r̂_i, r̂_i x r_i
         else:
-            U_hat, M_hat = _fixed_rank_basis(K, U, i)  # n_i x r_i, r_i x r_i
+            K, grad_K = k_step(Y.core, Y.factors, i, grad, lr)  # n_i x r_i
+            if adaptive[i]:
+                U_hat, M_hat = augment(K, U, direction=grad_K)  # n_i x r̂_i, r̂_i x r_i
+            else:
+                U_hat, M_hat = _fixed_rank_basis(K, U, i)  # n_i x r_i, r_i x r_i
         U_hats.append(U_hat)
         M_hats.append(M_hat)
     return tuple(U_hats), tuple(M_hats)

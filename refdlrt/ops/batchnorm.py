@@ -135,7 +135,7 @@ def batchnorm2d_backward(dy, cache):
         raise ValueError(f"dy: expected shape {tuple(xhat.shape)}, got {tuple(dy.shape)}")
     if dy.dtype != xhat.dtype:
         raise TypeError(f"dy: expected dtype {xhat.dtype}, got {dy.dtype}")
-    get_xp(dy, xhat)  # raises on mixed backends
+    xp = get_xp(dy, xhat)  # raises on mixed backends
     dbeta = dy.sum(axis=(0, 2, 3))  # C
     dgamma = (dy * xhat).sum(axis=(0, 2, 3))  # C
     scale = _channel(gamma * inv_std)  # 1, C, 1, 1
@@ -143,7 +143,7 @@ def batchnorm2d_backward(dy, cache):
         return dy * scale, dgamma, dbeta  # N, C, H, W
     m = xhat.shape[0] * xhat.shape[2] * xhat.shape[3]
     dx = xhat * _channel(dgamma / m)  # N, C, H, W
-    get_xp(dx).subtract(dy, dx, out=dx)  # dy - xhat dgamma / m
+    xp.subtract(dy, dx, out=dx)  # dy - xhat dgamma / m
     dx -= _channel(dbeta / m)
     dx *= scale
     return dx, dgamma, dbeta

@@ -107,17 +107,17 @@ def orth(A, *, rtol=None):
         return xp.zeros((n, 0), dtype=A.dtype)
     if not bool(xp.isfinite(A).all()):
         raise ValueError(f"orth: A (shape {tuple(A.shape)}) contains NaN or Inf")
-    if A.dtype == xp.float32 and n > m and rtol >= _GRAM_RTOL:
-        return _orth_tall_by_gram(A, rtol)
-    if A.dtype == xp.float32 and rtol >= _GRAM_RTOL:
-        P, s = left_singular(A)  # n, n; n  (wide or square: the Gram route)
+    if A.dtype == xp.float32 and rtol >= _GRAM_RTOL:  # the float64 Gram route
+        if n > m:
+            return _orth_tall_by_gram(A, rtol)
+        P, s = left_singular(A)  # n, n; n
     else:  # the Gram route's σ floor (~1.5e-8 σ_1) would keep noise directions below this rtol
         P, s, _ = svd_thin(A)  # n, min(n,m); min(n,m)
     k = int((s > rtol * s[0]).sum())  # s[0] = σ_max; zero matrix -> k = 0
     return P[:, :k]  # n, k
 
 
-# The smallest rtol for which orth of a tall float32 matrix takes the Gram route: the Gram
+# The smallest rtol for which orth of a float32 matrix takes the Gram route: the Gram
 # matrix's σ are exact to about sqrt(eps₆₄) σ_1 = 1.5e-8 σ_1, 1.5 % of the cut at this rtol.
 _GRAM_RTOL = 1e-6
 
