@@ -508,10 +508,10 @@ def weight_grad_routes(N, H, repeats, rng) -> dict:
     gradient, or a matrix-DLRT projection): the two routes of ``conv2d_weight_grad``, patches of
     x and patches of dy (the one it takes here), called directly, and torch; information, no
     target."""
-    from refdlrt.ops.conv import (
+    from refdlrt.ops.conv_patches import _geometry
+    from refdlrt.ops.conv_weight_grad import (
         _dw_by_patches_of_x,
         _dw_by_transposed_patches,
-        _geometry,
         conv2d_weight_grad,
     )
 

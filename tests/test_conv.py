@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from refdlrt.backend import gpu_available, to_numpy
 from refdlrt.gradcheck import adjoint_test
-from refdlrt.ops import conv
+from refdlrt.ops import conv, conv_patches, conv_weight_grad
 from refdlrt.ops.conv import (
     conv2d_backward,
     conv2d_forward,
@@ -100,11 +100,11 @@ def fast_path(case, itemsize=8, route="auto"):
     """Run the fast path with ``case.block`` samples per batch block (None: the default
     budget) and the given dx route ("auto": the module's own choice)."""
     select = conv._select_dx_route if route == "auto" else (lambda g: DX_ROUTES[route])
-    with mock.patch.dict(conv._BLOCK_BYTES), mock.patch.object(conv, "_select_dx_route", select):
+    with mock.patch.dict(conv_patches._BLOCK_BYTES), mock.patch.object(conv, "_select_dx_route", select):
         if case.block is not None:
             g = conv._geometry(np.empty(case.x_shape), np.empty(case.w_shape), None, *case.pairs())
-            budget = case.block * conv._block_sample_bytes(g, itemsize)
-            conv._BLOCK_BYTES.update(numpy=budget, cupy=budget)
+            budget = case.block * conv_patches._block_sample_bytes(g, itemsize)
+            conv_patches._BLOCK_BYTES.update(numpy=budget, cupy=budget)
         yield
 
 
@@ -533,8 +533,9 @@ def test_backward_without_dw_gives_the_same_dx_db_no_dw_and_builds_no_patches(rn
         dy = rng.standard_normal(y.shape)
         dx, dw, db = conv2d_backward(dy, cache)
         padded = []
-        real = conv._pad_nhwc_into
-        monkeypatch.setattr(conv, "_pad_nhwc_into", lambda *a: padded.append(1) or real(*a))
+        real = conv_patches._pad_nhwc_into
+        for mod in (conv, conv_weight_grad):  # the backward's dw pass lives in conv_weight_grad
+            monkeypatch.setattr(mod, "_pad_nhwc_into", lambda *a: padded.append(1) or real(*a))
         dx2, none, db2 = conv2d_backward(dy, cache, need_dw=False)
         monkeypatch.undo()
         assert none is None and dw is not None
@@ -550,7 +551,8 @@ def test_backward_without_dw_gives_the_same_dx_db_no_dw_and_builds_no_patches(rn
 def test_weight_grad_from_dy_patches_equals_the_loop_spec(xp, data):
     """Stride 1, fewer output than input channels: conv2d_weight_grad builds its patch matrix
     from dy (_dw_by_transposed_patches); the loop spec and the backward's dw agree."""
-    from refdlrt.ops.conv import _geometry, _select_dw_route, conv2d_weight_grad
+    from refdlrt.ops.conv_patches import _geometry
+    from refdlrt.ops.conv_weight_grad import _select_dw_route, conv2d_weight_grad
 
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     kh, kw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
@@ -572,7 +574,8 @@ def test_weight_grad_from_dy_patches_equals_the_loop_spec(xp, data):
 
 
 def test_weight_grad_routes_by_the_smaller_patch_matrix():
-    from refdlrt.ops.conv import _geometry, _select_dw_route
+    from refdlrt.ops.conv_patches import _geometry
+    from refdlrt.ops.conv_weight_grad import _select_dw_route
 
     def route(c_in, c_out, stride=1, hw=8, padding=1):
         x, w = np.zeros((1, c_in, hw, hw)), np.zeros((c_out, c_in, 3, 3))
@@ -594,8 +597,9 @@ def test_weight_grad_from_dy_patches_keeps_float32_and_is_used(monkeypatch):
     x = rng.standard_normal((3, 6, 5, 5)).astype(np.float32)
     dy = rng.standard_normal((3, 2, 5, 5)).astype(np.float32)
     called = []
-    real = conv_mod._dw_by_transposed_patches
-    monkeypatch.setattr(conv_mod, "_dw_by_transposed_patches", lambda *a: called.append(1) or real(*a))
+    real = conv_weight_grad._dw_by_transposed_patches
+    monkeypatch.setattr(conv_weight_grad, "_dw_by_transposed_patches",
+                        lambda *a: called.append(1) or real(*a))
     got = conv_mod.conv2d_weight_grad(x, dy, 3, padding=1)
     assert called == [1] and got.dtype == np.float32 and got.flags.c_contiguous
     _, dw, _ = conv2d_naive_backward(dy.astype(np.float64), x.astype(np.float64),
@@ -612,7 +616,7 @@ def test_weight_grad_in_blocks_of_the_batch(monkeypatch, c_in, c_out):
     rng = np.random.default_rng(4)
     x, dy = rng.standard_normal((5, c_in, 6, 6)), rng.standard_normal((5, c_out, 6, 6))
     whole = conv_mod.conv2d_weight_grad(x, dy, 3, padding=1)
-    monkeypatch.setitem(conv_mod._BLOCK_BYTES, "numpy", 1)  # one sample per block
+    monkeypatch.setitem(conv_patches._BLOCK_BYTES, "numpy", 1)  # one sample per block
     blocks = conv_mod.conv2d_weight_grad(x, dy, 3, padding=1)
     _, dw, _ = conv2d_naive_backward(dy, x, np.zeros((c_out, c_in, 3, 3)), padding=1)
     assert_close(blocks, dw, np.float64)
@@ -691,7 +695,8 @@ def test_weight_grad_of_a_deep_layer_holds_no_per_sample_products():
 
 
 def test_dy_patches_refuse_a_stride():
-    from refdlrt.ops.conv import _dw_by_transposed_patches, _geometry
+    from refdlrt.ops.conv_patches import _geometry
+    from refdlrt.ops.conv_weight_grad import _dw_by_transposed_patches
 
     x, w = np.zeros((1, 4, 6, 6)), np.zeros((2, 4, 3, 3))
     with pytest.raises(ValueError, match=r"expected stride \(1, 1\), got \(2, 1\)"):
@@ -705,11 +710,11 @@ def test_weight_grad_from_dy_patches_with_a_partial_last_block(monkeypatch):
 
     rng = np.random.default_rng(7)
     x, dy = rng.standard_normal((5, 6, 6, 7)), rng.standard_normal((5, 2, 6, 7))
-    g = conv_mod._geometry(x, np.zeros((2, 6, 3, 3)), None, 1, (2, 1), (2, 1))
-    assert conv_mod._select_dw_route(g) == "patches of dy" and g.out_size == (6, 7)
-    budget = 2 * conv_mod._block_sample_bytes(g, 8)
-    monkeypatch.setitem(conv_mod._BLOCK_BYTES, "numpy", budget)
-    assert conv_mod._batch_blocks(g, np, 8)[1] == [(0, 2), (2, 4), (4, 5)]
+    g = conv_patches._geometry(x, np.zeros((2, 6, 3, 3)), None, 1, (2, 1), (2, 1))
+    assert conv_weight_grad._select_dw_route(g) == "patches of dy" and g.out_size == (6, 7)
+    budget = 2 * conv_patches._block_sample_bytes(g, 8)
+    monkeypatch.setitem(conv_patches._BLOCK_BYTES, "numpy", budget)
+    assert conv_patches._batch_blocks(g, np, 8)[1] == [(0, 2), (2, 4), (4, 5)]
     got = conv_mod.conv2d_weight_grad(x, dy, 3, padding=(2, 1), dilation=(2, 1))
     _, dw, _ = conv2d_naive_backward(dy, x, np.zeros((2, 6, 3, 3)), padding=(2, 1), dilation=(2, 1))
     assert_close(got, dw, np.float64, scale=10.0)

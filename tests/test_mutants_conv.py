@@ -13,6 +13,7 @@ messages) and from dense sums written here with np.einsum on an explicitly padde
 
 from __future__ import annotations
 
+import contextlib
 import re
 import types
 from unittest import mock
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 from helpers import ForeignArray
 
-from refdlrt.ops import conv
+from refdlrt.ops import conv, conv_patches, conv_weight_grad
 from refdlrt.ops.conv import conv2d_backward, conv2d_forward, conv2d_weight_grad
 
 TOL64 = 1e-12  # float64 sums of at most a few hundred products of O(1) numbers
@@ -89,7 +90,7 @@ def test_batch_blocks_hold_as_many_samples_as_the_budget_allows():
         (2 * 7200 + 100, 2, [(0, 2), (2, 3)]),
         (10**9, 3, [(0, 3)]),  # never more than the batch
     ]:
-        with mock.patch.dict(conv._BLOCK_BYTES, numpy=budget):
+        with mock.patch.dict(conv_patches._BLOCK_BYTES, numpy=budget):
             assert conv._batch_blocks(g, np, 8) == (nb, blocks), budget
 
 
@@ -168,6 +169,15 @@ def test_weight_grad_messages_name_its_own_arguments():
 # --- a float32 convolution allocates no float64 array ---------------------------------------------
 
 
+@contextlib.contextmanager
+def _xp_spied(spy):
+    """``get_xp`` returns ``spy`` in every module of the convolution."""
+    with contextlib.ExitStack() as stack:
+        for mod in (conv, conv_patches, conv_weight_grad):
+            stack.enter_context(mock.patch.object(mod, "get_xp", lambda *a: spy))
+        yield
+
+
 class _DtypeSpy(types.ModuleType):
     """NumPy, with every array returned by an ``xp.`` call recorded (dtype) for the test."""
 
@@ -206,7 +216,7 @@ def test_float32_runs_allocate_only_float32(rng, w_shape, stride, padding, route
     assert conv._select_dx_route(conv._geometry(x, w, b, stride, padding, 1)) is routes[route]
     spy = _DtypeSpy()
     # one sample per block, so the buffers are reused over several blocks
-    with mock.patch.object(conv, "get_xp", lambda *a: spy), mock.patch.dict(conv._BLOCK_BYTES, numpy=1):
+    with _xp_spied(spy), mock.patch.dict(conv_patches._BLOCK_BYTES, numpy=1):
         y, cache = conv2d_forward(x, w, b, stride=stride, padding=padding)
         dy = rng.standard_normal(y.shape).astype(np.float32)
         dx, dw, db = conv2d_backward(dy, cache)
@@ -249,9 +259,9 @@ def test_float32_deep_layers_allocate_only_float32(rng, c_out):
     x = rng.standard_normal((3, 8, 2, 2)).astype(np.float32)
     w = rng.standard_normal((c_out, 8, 3, 3)).astype(np.float32)
     g = conv._geometry(x, w, None, 1, 1, 1)
-    assert conv._select_dw_route(g) == ("patches of x" if c_out == 8 else "patches of dy")
+    assert conv_weight_grad._select_dw_route(g) == ("patches of x" if c_out == 8 else "patches of dy")
     spy = _DtypeSpy()
-    with mock.patch.object(conv, "get_xp", lambda *a: spy), mock.patch.dict(conv._BLOCK_BYTES, numpy=1):
+    with _xp_spied(spy), mock.patch.dict(conv_patches._BLOCK_BYTES, numpy=1):
         y, cache = conv2d_forward(x, w, None, padding=1)
         dy = rng.standard_normal(y.shape).astype(np.float32)
         _, dw, _ = conv2d_backward(dy, cache)

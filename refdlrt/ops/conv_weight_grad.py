@@ -1,0 +1,178 @@
+"""The kernel gradient of a 2-d convolution alone (no dx), by one of two routes.
+
+`_select_dw_route` takes the smaller patch matrix: dY^T col (the patches of x, as in the
+backward of :mod:`refdlrt.ops.conv`, which fuses it into dx's pass through
+`_dw_from_patches_of_x`), or, for stride 1 when H W C_out < Ho Wo C_in (fewer output than
+input channels at "same" padding), the patches of the shifted dy against x
+(`_dw_by_transposed_patches`). The operand that is not im2col'd is read in place, one GEMM per
+sample (`_product_sum`; a transposed copy of a wide activation costs more than its GEMM on this
+project's 2-core machine), except in deep layers with more channels than pixels, where one GEMM
+per block keeps memory bounded.
+"""
+
+from __future__ import annotations
+
+from .._checks import check_float_array, check_ndim, pair
+from ..backend import get_xp
+from .conv_patches import (
+    ConvGeometry,
+    _batch_blocks,
+    _check_dy,
+    _geometry,
+    _im2col_into,
+    _pad_nhwc_into,
+)
+
+__all__ = ["conv2d_weight_grad"]
+
+def _product_sum(nb: int, A: int, P: int, K: int, dtype, xp):
+    """(add, total): ``add(a, col)`` adds sum_n a[n] @ col[n] of one batch block to ``total``
+    (A, K); a (n, A, P) is a view of an NCHW activation, col (n, P, K) its partner's patches.
+
+    One GEMM per sample, a read in place, while a sample's product (A x K) is no larger than
+    its patches (P x K); else (many channels on few pixels, as in deep layers) a^T is copied
+    and the block is one GEMM, so that no per-sample product larger than the patch matrix is
+    ever held (the block budget of :func:`_batch_blocks` bounds both).
+    """
+    total = xp.zeros((A, K), dtype=dtype)
+    if A <= P:
+        part = xp.empty((nb, A, K), dtype=dtype)
+
+        def add(a, col):
+            n = a.shape[0]
+            xp.matmul(a, col, out=part[:n])  # n, A, K
+            total[...] += part[:n].sum(axis=0)
+    else:
+        a_t, part = xp.empty((nb, P, A), dtype=dtype), xp.empty((A, K), dtype=dtype)
+
+        def add(a, col):
+            n = a.shape[0]
+            a_t[:n] = a.transpose(0, 2, 1)  # n, P, A
+            xp.matmul(a_t[:n].reshape(n * P, A).T, col.reshape(n * P, K), out=part)  # A, K
+            total[...] += part
+
+    return add, total
+
+
+def _dw_from_patches_of_x(x, g: ConvGeometry, nb: int, xp):
+    """(add, finish) for dw = dY^T col block by block: ``add(n0, n1, dy)`` builds the patches of
+    x[n0:n1] and adds dy[n0:n1] (read in place) times them (:func:`_product_sum`); ``finish()``
+    returns dw (C_out, C_in, kh, kw). Shared by :func:`_dw_by_patches_of_x` and the backward's
+    fused pass, so both give the same numbers."""
+    (kh, kw), (Hp, Wp), (Ho, Wo) = g.kernel, g.padded_size, g.out_size
+    C, O, K = g.c_in, g.c_out, kh * kw * g.c_in
+    xpad = xp.zeros((nb, Hp, Wp, C), dtype=x.dtype)  # border stays zero
+    col = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=x.dtype)
+    add_product, dw_mat = _product_sum(nb, O, Ho * Wo, K, x.dtype, xp)  # dW_mat^T: O, K
+
+    def add(n0, n1, dy):
+        n = n1 - n0
+        _im2col_into(col[:n], _pad_nhwc_into(xpad[:n], x[n0:n1], g), g.stride, g.dilation)
+        add_product(dy[n0:n1].reshape(n, O, Ho * Wo), col[:n].reshape(n, Ho * Wo, K))  # dy in place
+
+    def finish():
+        return xp.ascontiguousarray(dw_mat.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))  # O, C, kh, kw
+
+    return add, finish
+
+
+def _dw_by_patches_of_x(dy, x, g: ConvGeometry):
+    """dw = dY^T col, with dy read in its own NCHW layout (no transposed copy of dy).
+
+    Notes
+    -----
+    Per sample n: dW_n = dy_n col_n, dy_n (C_out, Ho Wo) a view of dy, col_n (Ho Wo, kh kw C_in)
+    the patches of x; one batched GEMM per block of samples, then the sum over the block:
+    dw[o, c, i, j] = sum_n dW_n[o, (i, j, c)], i.e. dW_mat^T = dY^T col summed sample by sample.
+    """
+    xp = get_xp(dy, x)
+    nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
+    add, finish = _dw_from_patches_of_x(x, g, nb, xp)
+    for n0, n1 in blocks:
+        add(n0, n1, dy)
+    return finish()
+
+
+def _dw_by_transposed_patches(dy, x, g: ConvGeometry):
+    """dw of a stride-1 convolution from the patches of dy instead of those of x.
+
+    Notes
+    -----
+    With p = oh + dh i (stride 1; oh the output row), dw[o, c, i, j] = sum_{n, p, q} x[n, c, p - ph, q - pw]
+    e[n, p + dh i', q + dw j', o], where i' = kh - 1 - i, j' = kw - 1 - j and e is dy (NHWC)
+    shifted by (dh (kh - 1), dw (kw - 1)) in a zero array (zero outside dy, and x is zero
+    on the padding, so only the H x W interior rows p count). So, per sample n,
+
+        R_n = x_n col_n,   x_n (C_in, H W) a view of the NCHW x,
+        col_n[(u, v), (i', j', o)] = e[n, ph + u + dh i', pw + v + dw j', o],
+        dw[o, c, i, j] = sum_n R_n[c, (kh - 1 - i, kw - 1 - j, o)],
+
+    the same sums as dY^T col (other rounding): the patch matrix holds H W kh kw C_out numbers
+    per sample instead of Ho Wo kh kw C_in (the smaller one when C_out < C_in at "same"
+    padding), and x is read in place (:func:`_product_sum`).
+    """
+    if g.stride != (1, 1):
+        raise ValueError(f"_dw_by_transposed_patches: expected stride (1, 1), got {g.stride}")
+    xp = get_xp(dy, x)
+    (kh, kw), (dh, dw), (ph, pw) = g.kernel, g.dilation, g.padding
+    (H, W), (Ho, Wo), C, O = g.in_size, g.out_size, g.c_in, g.c_out
+    oh, ow = dh * (kh - 1), dw * (kw - 1)  # dy's offset inside e
+    nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
+    e = xp.zeros((nb, H + 2 * ph + oh, W + 2 * pw + ow, O), dtype=x.dtype)  # zero off dy, always
+    col = xp.empty((nb, H, W, kh, kw, O), dtype=x.dtype)
+    add, r_mat = _product_sum(nb, C, H * W, kh * kw * O, x.dtype, xp)  # C, kh kw O
+    for n0, n1 in blocks:
+        n = n1 - n0
+        e[:n, oh : oh + Ho, ow : ow + Wo, :] = dy[n0:n1].transpose(0, 2, 3, 1)  # n, Ho, Wo, O
+        _im2col_into(col[:n], e[:n, ph:, pw:, :], (1, 1), (dh, dw))  # n, H, W, kh, kw, O
+        add(x[n0:n1].reshape(n, C, H * W), col[:n].reshape(n, H * W, kh * kw * O))  # x in place
+    R = r_mat.reshape(C, kh, kw, O)[:, ::-1, ::-1, :]  # c, i, j, o
+    return xp.ascontiguousarray(R.transpose(3, 0, 1, 2))  # O, C, kh, kw
+
+
+def _select_dw_route(g: ConvGeometry) -> str:
+    """"patches of x" (:func:`_dw_by_patches_of_x`) or "patches of dy"
+    (:func:`_dw_by_transposed_patches`, stride 1 only): the one whose patch matrix is smaller."""
+    (H, W), (Ho, Wo) = g.in_size, g.out_size
+    if g.stride == (1, 1) and H * W * g.c_out < Ho * Wo * g.c_in:
+        return "patches of dy"
+    return "patches of x"
+
+
+def _weight_grad(dy, x, g: ConvGeometry):
+    """dw alone, by the route :func:`_select_dw_route` picks."""
+    if _select_dw_route(g) == "patches of dy":
+        return _dw_by_transposed_patches(dy, x, g)
+    return _dw_by_patches_of_x(dy, x, g)
+
+
+def conv2d_weight_grad(x, dy, kernel_size, *, stride=1, padding=0, dilation=1):
+    """Kernel gradient alone: dw of y = conv2d(x, w) for output gradient dy (no dx).
+
+    Parameters
+    ----------
+    x : (N, C_in, H, W); dy : (N, C_out, H_out, W_out); kernel_size : int or pair (kh, kw).
+
+    Returns
+    -------
+    dw : (C_out, C_in, kh, kw), the same as :func:`conv2d_backward`'s dw.
+
+    Notes
+    -----
+    dw[o, c, i, j] = sum_{n, oh, ow} dy[n, o, oh, ow] xpad[n, c, s_h oh + d_h i, s_w ow + d_w j].
+    Used by the low-rank layers' projectors on reduced channel counts, and by
+    :func:`conv2d_backward` without dx. The patch matrix is built from x
+    (:func:`_dw_by_patches_of_x`) or, with stride 1 when H W C_out < Ho Wo C_in, from dy
+    (:func:`_dw_by_transposed_patches`; :func:`_select_dw_route` picks the smaller copy); the
+    other operand is read in place (:func:`_product_sum`; a non-contiguous input is copied once
+    by its reshape).
+    """
+    kh, kw = pair(kernel_size, "kernel_size")
+    for a, name, layout in ((x, "x", "N, C_in, H, W"), (dy, "dy", "N, C_out, H_out, W_out")):
+        check_float_array(a, name)
+        check_ndim(a, 4, name, layout)
+    xp = get_xp(x, dy)
+    w = xp.empty((dy.shape[1], x.shape[1], kh, kw), dtype=dy.dtype)  # shape only
+    g = _geometry(x, w, None, stride, padding, dilation)
+    _check_dy(dy, g, x.dtype)
+    return _weight_grad(dy, x, g)
