@@ -96,11 +96,15 @@ def conv_cases(draw):
 
 
 @contextmanager
-def fast_path(case, itemsize=8, route="auto"):
+def fast_path(case, itemsize=8, route="auto", shifts="auto"):
     """Run the fast path with ``case.block`` samples per batch block (None: the default
-    budget) and the given dx route ("auto": the module's own choice)."""
+    budget), the given dx route ("auto": the module's own choice), and with ``shifts`` True /
+    False the shifted GEMMs forced on / off wherever stride 1 allows them (the forward, and the
+    transposed-convolution dx, whose convolution of e has stride 1 always)."""
     select = conv._select_dx_route if route == "auto" else (lambda g: DX_ROUTES[route])
-    with mock.patch.dict(conv_patches._BLOCK_BYTES), mock.patch.object(conv, "_select_dx_route", select):
+    pays = conv.shifted_route_pays if shifts == "auto" else (lambda *a: shifts)
+    with mock.patch.dict(conv_patches._BLOCK_BYTES), mock.patch.object(conv, "_select_dx_route", select), \
+            mock.patch.object(conv, "shifted_route_pays", pays):
         if case.block is not None:
             g = conv._geometry(np.empty(case.x_shape), np.empty(case.w_shape), None, *case.pairs())
             budget = case.block * conv_patches._block_sample_bytes(g, itemsize)
@@ -153,21 +157,23 @@ def scipy_conv2d(x, w, b, stride, padding, dilation):
 # ----------------------------------------------------------------------------- forward
 
 
+@pytest.mark.parametrize("shifts", [False, True])
 @given(case=conv_cases())
-def test_forward_matches_loop_spec(xp, case):
+def test_forward_matches_loop_spec(xp, shifts, case):
     data = case.data()
     x, w, b, _ = to_xp(xp, *data)
-    with fast_path(case):
+    with fast_path(case, shifts=shifts):
         y, _ = conv2d_forward(x, w, b, **case.kwargs)
     assert y.shape == case.out_shape() and y.dtype == np.float64
     spec = conv2d_naive(x, w, b, **case.kwargs)
     assert_close(y, spec, np.float64, scale=scales(case, *data)[0])
 
 
+@pytest.mark.parametrize("shifts", [False, True])
 @given(case=conv_cases())
-def test_forward_matches_scipy_correlate(xp, case):
+def test_forward_matches_scipy_correlate(xp, shifts, case):
     x, w, b, dy = case.data()
-    with fast_path(case):
+    with fast_path(case, shifts=shifts):
         y, _ = conv2d_forward(*to_xp(xp, x, w, b), **case.kwargs)
     expected = scipy_conv2d(x, w, b, *case.pairs())
     assert expected.shape == case.out_shape()
@@ -177,12 +183,13 @@ def test_forward_matches_scipy_correlate(xp, case):
 # ----------------------------------------------------------------------------- backward
 
 
-@pytest.mark.parametrize("route", ["auto", "col2im", "transposed"])
+@pytest.mark.parametrize("route, shifts", [("auto", "auto"), ("col2im", False), ("transposed", False),
+                                           ("transposed", True)])
 @given(case=conv_cases())
-def test_backward_passes_adjoint_test(xp, route, case):
+def test_backward_passes_adjoint_test(xp, route, shifts, case):
     x, w, b, _ = to_xp(xp, *case.data())
     inputs = [x, w] if b is None else [x, w, b]
-    with fast_path(case, route=route):
+    with fast_path(case, route=route, shifts=shifts):
         f = lambda *a: conv2d_forward(*a, **case.kwargs)[0]
         _, cache = conv2d_forward(*inputs, **case.kwargs)
         vjp = lambda c: conv2d_backward(c, cache)[: len(inputs)]
@@ -194,12 +201,12 @@ def test_backward_passes_adjoint_test(xp, route, case):
         )
 
 
-@pytest.mark.parametrize("route", ["col2im", "transposed"])
+@pytest.mark.parametrize("route, shifts", [("col2im", True), ("transposed", False), ("transposed", True)])
 @given(case=conv_cases())
-def test_backward_matches_loop_spec(xp, route, case):
+def test_backward_matches_loop_spec(xp, route, shifts, case):
     data = case.data()
     x, w, b, dy = to_xp(xp, *data)
-    with fast_path(case, route=route):
+    with fast_path(case, route=route, shifts=shifts):
         dx, dw, db = conv2d_backward(dy, conv2d_forward(x, w, b, **case.kwargs)[1])
     ndx, ndw, ndb = conv2d_naive_backward(dy, x, w, b, **case.kwargs)
     s = scales(case, *data)
@@ -211,10 +218,11 @@ def test_backward_matches_loop_spec(xp, route, case):
 
 
 @pytest.mark.torch
+@pytest.mark.parametrize("route, shifts", [("auto", "auto"), ("transposed", True)])
 @given(case=conv_cases())
-def test_forward_and_backward_match_torch(xp, torch, case):
+def test_forward_and_backward_match_torch(xp, torch, route, shifts, case):
     x, w, b, dy = case.data()
-    with fast_path(case):
+    with fast_path(case, route=route, shifts=shifts):
         y, cache = conv2d_forward(*to_xp(xp, x, w, b), **case.kwargs)
         dx, dw, db = conv2d_backward(xp.asarray(dy), cache)
     xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
@@ -250,7 +258,7 @@ def test_float32_agrees_with_float64(xp, case):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("route", ["col2im", "transposed"])
+@pytest.mark.parametrize("route, shifts", [("col2im", False), ("transposed", False), ("transposed", True)])
 @pytest.mark.parametrize(
     "geometry",
     [
@@ -262,11 +270,11 @@ def test_float32_agrees_with_float64(xp, case):
         ((1, 1, 8, 7), (2, 1, 2, 2), {"stride": (3, 4), "padding": 0, "dilation": 1}),
     ],
 )
-def test_edge_geometries_match_loop_spec_and_torch(xp, torch, route, geometry):
+def test_edge_geometries_match_loop_spec_and_torch(xp, torch, route, shifts, geometry):
     x_shape, w_shape, kwargs = geometry
     case = Case(x_shape, w_shape, kwargs, True, None, 5)
     x, w, b, dy = case.data()
-    with fast_path(case, route=route):
+    with fast_path(case, route=route, shifts=shifts):
         y, cache = conv2d_forward(*to_xp(xp, x, w, b), **kwargs)
         grads = conv2d_backward(xp.asarray(dy), cache)
     xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
@@ -718,3 +726,58 @@ def test_weight_grad_from_dy_patches_with_a_partial_last_block(monkeypatch):
     got = conv_mod.conv2d_weight_grad(x, dy, 3, padding=(2, 1), dilation=(2, 1))
     _, dw, _ = conv2d_naive_backward(dy, x, np.zeros((2, 6, 3, 3)), padding=(2, 1), dilation=(2, 1))
     assert_close(got, dw, np.float64, scale=10.0)
+
+
+# ----------------------------------------------------------------------------- shifted GEMMs
+
+
+@pytest.mark.parametrize(
+    "c_reduce, c_out, padded, out, stride, expected",
+    [
+        (16, 16, (34, 34), (32, 32), (1, 1), True),  # a Tucker core, 3 x 3, "same" padding
+        (15, 17, (16, 16), (14, 14), (1, 1), True),
+        (2, 3, (34, 34), (32, 32), (1, 1), True),  # the fewest channels taken
+        (1, 1, (34, 34), (32, 32), (1, 1), False),  # one channel: outer products
+        (17, 16, (34, 34), (32, 32), (1, 1), False),  # more than 16 input channels
+        (16, 24, (34, 34), (32, 32), (1, 1), True),  # c_out = 1.5 c_reduce, the limit
+        (16, 25, (34, 34), (32, 32), (1, 1), False),
+        (16, 16, (3, 4), (2, 4), (1, 1), True),  # wide grid 12 = 1.5 x 8, the limit
+        (16, 16, (3, 5), (2, 4), (1, 1), False),  # 15 > 1.5 x 8
+        (6, 6, (14, 14), (10, 10), (1, 1), False),  # LeNet's unpadded 5 x 5
+        (16, 16, (34, 34), (32, 32), (2, 1), False),  # a stride
+        (16, 16, (34, 34), (32, 32), (1, 2), False),
+    ],
+)
+def test_shifted_route_rule(c_reduce, c_out, padded, out, stride, expected):
+    from refdlrt.ops.conv_shifted import shifted_route_pays
+
+    assert shifted_route_pays(c_reduce, c_out, padded, out, stride) is expected
+
+
+def test_a_small_core_takes_the_shifted_route_forward_and_for_dx(rng):
+    # 8 -> 8 channels, 3 x 3, "same" padding on 12 x 12 (wide grid 1.36x): the rule takes the shifted GEMMs in the forward
+    # and in the transposed-convolution dx; the result is the loop spec's (float64)
+    x, w, b = rng.standard_normal((2, 8, 12, 12)), rng.standard_normal((8, 8, 3, 3)), rng.standard_normal(8)
+    dy = rng.standard_normal((2, 8, 12, 12))
+    with mock.patch.object(conv, "shifted_conv", wraps=conv.shifted_conv) as spy:
+        y, cache = conv2d_forward(x, w, b, padding=1)
+        assert spy.call_count == 1
+        assert conv._select_dx_route(cache[3]) is conv._dx_by_transposed_conv
+        dx, dw, db = conv2d_backward(dy, cache)
+        assert spy.call_count == 2
+    case = Case(x.shape, w.shape, {"stride": 1, "padding": 1, "dilation": 1}, True, None, 0)
+    s = scales(case, x, w, b, dy)
+    assert_close(y, conv2d_naive(x, w, b, padding=1), np.float64, scale=s[0])
+    for ours, spec, sc in zip((dx, dw, db), conv2d_naive_backward(dy, x, w, b, padding=1), s[1:]):
+        assert_close(ours, spec, np.float64, scale=sc)
+
+
+def test_a_stride_never_takes_the_shifted_forward_even_when_forced(rng):
+    # the shifted GEMMs need stride 1: the route test checks it before the cost rule
+    x, w = rng.standard_normal((1, 4, 7, 7)), rng.standard_normal((4, 4, 3, 3))
+    with mock.patch.object(conv, "shifted_route_pays", lambda *a: True):
+        g = conv._geometry(x, w, None, 2, 1, 1)
+        assert conv._select_forward_route(g) is conv._forward_by_im2col
+        y, _ = conv2d_forward(x, w, None, stride=2, padding=1)
+    assert_close(y, conv2d_naive(x, w, None, stride=2, padding=1), np.float64,
+                 scale=sum_bound(x, w, terms=36))

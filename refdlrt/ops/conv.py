@@ -27,6 +27,11 @@ dx takes one of two routes (both exact; `_select_dx_route` picks the faster one)
 - transposed convolution (stride 1): dx = conv(e, flip(w)^T), with e the shifted dy
   padded by dilation (k - 1) - padding, by the same im2col + one GEMM as the forward.
 
+For stride 1 and few input channels (the small cores of Tucker layers) the forward takes the
+kh kw GEMMs on shifted views of the flat padded input instead (no patch matrix;
+:mod:`refdlrt.ops.conv_shifted`), and so does the transposed-convolution dx for few output
+channels.
+
 The batch is processed in blocks of a few samples, so the patch matrices live in
 reused, cache-sized buffers (one big im2col buffer costs more in page faults and
 memory traffic than its GEMM). Only ``xp.`` calls are used: the code runs
@@ -45,6 +50,7 @@ from .conv_patches import (
     _pad_nhwc_into,
     conv_output_size,
 )
+from .conv_shifted import flat_padded, shifted_conv, shifted_route_pays
 from .conv_weight_grad import _dw_from_patches_of_x, _weight_grad, conv2d_weight_grad
 
 __all__ = [
@@ -69,6 +75,50 @@ def _tap(a, i, j, g: ConvGeometry):
     return a[:, r : r + sh * (Ho - 1) + 1 : sh, c : c + sw * (Wo - 1) + 1 : sw, :]  # n, Ho, Wo, C
 
 
+def _forward_by_im2col(w, g: ConvGeometry, nb: int, xp):
+    """Block function x (n, C, H, W) -> y (n, Ho, Wo, O): im2col of the padded NHWC block,
+    then one GEMM, Y = col @ W_mat."""
+    (kh, kw), (Hp, Wp), (Ho, Wo) = g.kernel, g.padded_size, g.out_size
+    C, O, K = g.c_in, g.c_out, kh * kw * g.c_in
+    w_mat = _kernel_matrix(w)  # K, O
+    xpad = xp.zeros((nb, Hp, Wp, C), dtype=w.dtype)  # border stays zero
+    col = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=w.dtype)
+    ybuf = xp.empty((nb * Ho * Wo, O), dtype=w.dtype)
+
+    def forward_block(x_n):
+        n = x_n.shape[0]
+        xpad_n = _pad_nhwc_into(xpad[:n], x_n, g)  # n, Hp, Wp, C
+        col_n = _im2col_into(col[:n], xpad_n, g.stride, g.dilation).reshape(n * Ho * Wo, K)
+        return xp.matmul(col_n, w_mat, out=ybuf[: n * Ho * Wo]).reshape(n, Ho, Wo, O)
+
+    return forward_block
+
+
+def _forward_by_shifts(w, g: ConvGeometry, nb: int, xp):
+    """Block function x (n, C, H, W) -> y (n, Ho, Wo, O), stride 1: kh kw GEMMs on shifted
+    views of the flat padded block (:func:`refdlrt.ops.conv_shifted.shifted_conv`)."""
+    Hp, Wp = g.padded_size
+    w_taps = xp.ascontiguousarray(w.transpose(2, 3, 1, 0))  # kh, kw, C, O
+    flat, xpad = flat_padded(nb, (Hp, Wp), g.c_in, g.kernel, g.dilation, w.dtype, xp)
+    acc, tmp = (xp.empty((nb * Hp * Wp, g.c_out), dtype=w.dtype) for _ in range(2))
+
+    def forward_block(x_n):
+        n = x_n.shape[0]
+        _pad_nhwc_into(xpad[:n], x_n, g)  # n, Hp, Wp, C (in flat)
+        return shifted_conv(flat, n, (Hp, Wp), w_taps, g.dilation, g.out_size, acc, tmp)
+
+    return forward_block
+
+
+def _select_forward_route(g: ConvGeometry):
+    """Shifted GEMMs where :func:`refdlrt.ops.conv_shifted.shifted_route_pays` (stride 1, 2-16
+    input channels), else im2col + one GEMM. (Stride 1 is tested here too: the shifted GEMMs
+    need it, whatever the cost rule says.)"""
+    if g.stride == (1, 1) and shifted_route_pays(g.c_in, g.c_out, g.padded_size, g.out_size, g.stride):
+        return _forward_by_shifts
+    return _forward_by_im2col
+
+
 def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1):
     """Forward 2-d convolution y = conv(x, w) + b (cross-correlation, as in PyTorch).
 
@@ -87,26 +137,19 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1):
     Notes
     -----
     y[n, o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] xpad[n, c, sh oh + dh i, sw ow + dw j];
-    computed block by block as Y = col @ W_mat (see the module docstring).
+    computed block by block as Y = col @ W_mat (see the module docstring), or for stride 1 and
+    few input channels by shifted GEMMs (`_select_forward_route`).
     """
     g = _geometry(x, w, b, stride, padding, dilation)
     xp = get_xp(x, w, b)
-    (kh, kw), (Hp, Wp), (Ho, Wo) = g.kernel, g.padded_size, g.out_size
-    C, O, K = g.c_in, g.c_out, kh * kw * g.c_in
-    w_mat = _kernel_matrix(w)  # K, O
     nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
-    xpad = xp.zeros((nb, Hp, Wp, C), dtype=x.dtype)  # border stays zero
-    col = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=x.dtype)
-    ybuf = xp.empty((nb * Ho * Wo, O), dtype=x.dtype)
-    y = xp.empty((g.n, O, Ho, Wo), dtype=x.dtype)
+    forward_block = _select_forward_route(g)(w, g, nb, xp)
+    y = xp.empty((g.n, g.c_out, *g.out_size), dtype=x.dtype)
     for n0, n1 in blocks:
-        n = n1 - n0
-        xpad_n = _pad_nhwc_into(xpad[:n], x[n0:n1], g)  # n, Hp, Wp, C
-        col_n = _im2col_into(col[:n], xpad_n, g.stride, g.dilation).reshape(n * Ho * Wo, K)
-        y_n = xp.matmul(col_n, w_mat, out=ybuf[: n * Ho * Wo])  # n Ho Wo, O
+        y_n = forward_block(x[n0:n1])  # n, Ho, Wo, O
         if b is not None:
             y_n += b
-        y[n0:n1] = y_n.reshape(n, Ho, Wo, O).transpose(0, 3, 1, 2)  # n, O, Ho, Wo
+        y[n0:n1] = y_n.transpose(0, 3, 1, 2)  # n, O, Ho, Wo
     return y, (x, w, b is not None, g)
 
 
@@ -147,24 +190,34 @@ def _dx_by_transposed_conv(w, g: ConvGeometry, nb: int, xp):
     Notes
     -----
     dx[h] = sum_i e[h + dh i] w[:, :, kh - 1 - i]^T with e[oh sh + dh (kh - 1) - ph] = dy[oh]
-    (zero elsewhere), e of length H + dh (kh - 1); the same along the width.
+    (zero elsewhere), e of length H + dh (kh - 1); the same along the width. The convolution
+    of e is im2col + one GEMM, or shifted GEMMs where they pay (few output channels O, see
+    :func:`refdlrt.ops.conv_shifted.shifted_route_pays`).
     """
     (kh, kw), (sh, sw), (dh, dw), (ph, pw) = g.kernel, g.stride, g.dilation, g.padding
     (H, W), (Ho, Wo), C, O = g.in_size, g.out_size, g.c_in, g.c_out
     Lh, Lw = H + dh * (kh - 1), W + dw * (kw - 1)  # length of e
     offh, offw = dh * (kh - 1) - ph, dw * (kw - 1) - pw  # e[sh oh + offh] = dy[oh]
     (h0, h1), (w0, w1) = _lattice(Ho, sh, offh, Lh), _lattice(Wo, sw, offw, Lw)
-    wf = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)).reshape(kh * kw * O, C)
-    e = xp.zeros((nb, Lh, Lw, O), dtype=w.dtype)  # zero off the lattice, always
-    col = xp.empty((nb, H, W, kh, kw, O), dtype=w.dtype)
-    out = xp.empty((nb * H * W, C), dtype=w.dtype)
     rows = slice(h0 * sh + offh, (h1 - 1) * sh + offh + 1, sh)
     cols = slice(w0 * sw + offw, (w1 - 1) * sw + offw + 1, sw)
+    wf = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1))  # kh, kw, O, C
+    shifts = shifted_route_pays(O, C, (Lh, Lw), (H, W), (1, 1))  # few output channels: no im2col
+    if shifts:
+        flat, e = flat_padded(nb, (Lh, Lw), O, g.kernel, g.dilation, w.dtype, xp)
+        acc, tmp = (xp.empty((nb * Lh * Lw, C), dtype=w.dtype) for _ in range(2))
+    else:
+        e = xp.zeros((nb, Lh, Lw, O), dtype=w.dtype)  # zero off the lattice, always
+        col = xp.empty((nb, H, W, kh, kw, O), dtype=w.dtype)
+        out = xp.empty((nb * H * W, C), dtype=w.dtype)
+        wf = wf.reshape(kh * kw * O, C)
 
     def dx_block(dy_n):
         n = dy_n.shape[0]
         if h1 > h0 and w1 > w0:
             e[:n, rows, cols, :] = dy_n[:, h0:h1, w0:w1, :]
+        if shifts:
+            return shifted_conv(flat, n, (Lh, Lw), wf, (dh, dw), (H, W), acc, tmp)  # n, H, W, C
         _im2col_into(col[:n], e[:n], (1, 1), (dh, dw))  # n, H, W, kh, kw, O
         dx_n = xp.matmul(col[:n].reshape(n * H * W, kh * kw * O), wf, out=out[: n * H * W])
         return dx_n.reshape(n, H, W, C)

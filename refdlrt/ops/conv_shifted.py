@@ -1,0 +1,85 @@
+"""A stride-1 convolution as kh kw GEMMs on shifted views of the flat padded input (no im2col).
+
+Store the padded input of a block of n samples NHWC and flat, A[(s, p, q), c] = apad[s, p, q, c]
+(Hp Wp rows per sample), followed by ``_tail`` zero rows. For stride 1, output (oh, ow) reads
+row (oh + dh i, ow + dw j) of its sample for tap (i, j), and that row lies at the *constant*
+offset dh i Wp + dw j from row (oh, ow). So, over the "wide" output grid m = (s, p, q) with
+p < Hp, q < Wp,
+
+    Yw[m] = sum_{i, j} A[m + dh i Wp + dw j] @ w_taps[i, j],   y[s, oh, ow] = Yw[(s, oh, ow)]
+
+for oh < Ho, ow < Wo: each term is one GEMM on a contiguous slice of A (K = C_in), no patch
+matrix is copied. The rows with oh >= Ho or ow >= Wo (Hp Wp - Ho Wo per sample) read across
+rows or samples and are discarded. It pays kh kw - 1 additions of an n Hp Wp x C_out block
+instead of an im2col copy of n Ho Wo kh kw C_in numbers, so it is the faster route for few
+input channels (the small cores of Tucker layers); :func:`shifted_route_pays` holds the rule.
+The batch blocks are the im2col route's (:func:`refdlrt.ops.conv_patches._batch_blocks`): for a
+3 x 3 kernel these buffers take about a third of its patch matrix, 3-5 MB per block on a CPU,
+where the measured best was 2-4 MB.
+"""
+
+from __future__ import annotations
+
+from ..backend import get_xp
+
+__all__ = ["shifted_route_pays", "flat_padded", "shifted_conv"]
+
+# Largest reduction (input) channel count at which the shifted GEMMs beat im2col + one GEMM,
+# the most output channels per input channel, and the most wide-grid rows per output row they
+# may waste (benchmarks/README.md, "conv routes": 15-16 channels at 14-32 pixels, 1.1-1.6x
+# faster; 32 and 64 channels, as fast or slower).
+_MAX_CHANNELS = 16
+_MAX_WIDENING = 1.5
+_MAX_WASTE = 1.5
+
+
+def shifted_route_pays(c_reduce: int, c_out: int, padded: tuple, out: tuple, stride: tuple) -> bool:
+    """True where the shifted GEMMs are the faster route: stride 1, 2 <= c_reduce <= 16
+    (one channel makes each GEMM an outer product), c_out <= 1.5 c_reduce (the additions grow
+    with c_out: 16 -> 64 channels ran 1.6x slower), and a wide grid (padded) at most 1.5 times
+    the output grid (out; LeNet's unpadded 5 x 5 layers, at 1.96, ran 2-3x slower)."""
+    if tuple(stride) != (1, 1) or not 2 <= c_reduce <= _MAX_CHANNELS:
+        return False
+    if c_out > _MAX_WIDENING * c_reduce:
+        return False
+    return padded[0] * padded[1] <= _MAX_WASTE * out[0] * out[1]
+
+
+def _tail(kernel: tuple, dilation: tuple, width: int) -> int:
+    """Rows read past the last wide-grid row: the largest tap offset dh (kh - 1) Wp + dw (kw - 1)."""
+    return dilation[0] * (kernel[0] - 1) * width + dilation[1] * (kernel[1] - 1)
+
+
+def flat_padded(nb: int, padded: tuple, c: int, kernel: tuple, dilation: tuple, dtype, xp):
+    """(flat, apad): a zero buffer of nb Hp Wp + tail rows of c numbers, and its first
+    nb Hp Wp rows as the padded NHWC block apad (nb, Hp, Wp, c) to write the input into."""
+    Hp, Wp = padded
+    flat = xp.zeros((nb * Hp * Wp + _tail(kernel, dilation, Wp), c), dtype=dtype)
+    return flat, flat[: nb * Hp * Wp].reshape(nb, Hp, Wp, c)
+
+
+def shifted_conv(flat, n: int, padded: tuple, w_taps, dilation: tuple, out_size: tuple, acc, tmp):
+    """y (n, Ho, Wo, O) of a stride-1 convolution of the padded block held in ``flat``.
+
+    Parameters
+    ----------
+    flat : (>= n Hp Wp + tail, C) from :func:`flat_padded`, the first n samples written
+    w_taps : (kh, kw, C, O), w_taps[i, j] = w[:, :, i, j]^T
+    acc, tmp : work buffers of at least n Hp Wp rows of O numbers
+
+    Notes
+    -----
+    Yw = sum over taps of A[off_ij : off_ij + n Hp Wp] @ w_taps[i, j], off_ij = dh i Wp + dw j
+    (module docstring); returns a view of acc, the wide grid cut to Ho x Wo.
+    """
+    xp = get_xp(flat, w_taps)
+    (Hp, Wp), (dh, dw), (Ho, Wo) = padded, dilation, out_size
+    kh, kw = w_taps.shape[:2]
+    L = n * Hp * Wp
+    y = xp.matmul(flat[:L], w_taps[0, 0], out=acc[:L])  # L, O
+    for i in range(kh):
+        for j in range(kw):
+            if i or j:
+                off = dh * i * Wp + dw * j
+                y += xp.matmul(flat[off : off + L], w_taps[i, j], out=tmp[:L])
+    return y.reshape(n, Hp, Wp, -1)[:, :Ho, :Wo, :]  # n, Ho, Wo, O
