@@ -27,16 +27,19 @@ SHAPES = [  # N, C_in, C_out, H (= W), k, padding
     (128, 32, 32, 28, 3, 1), (128, 64, 64, 14, 3, 1), (128, 16, 64, 32, 3, 1),
     (64, 6, 12, 14, 5, 0), (128, 1, 32, 28, 3, 1),
 ]
+WIDE = [(128, 64, 64, 32, 3, 1), (128, 32, 48, 28, 3, 1), (128, 64, 32, 14, 3, 1),
+        (128, 128, 128, 14, 3, 1), (32, 256, 256, 14, 3, 1), (128, 24, 24, 28, 3, 1)]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=12)
+    p.add_argument("--wide", action="store_true", help="only wider layers (24-256 channels)")
     args = p.parse_args()
     rng = np.random.default_rng(0)
     print(f"{'shape':>26} {'fwd im2col':>10} {'shifted':>8} {'ratio':>6} {'dx im2col':>10} "
           f"{'shifted':>8} {'ratio':>6}  rule: fwd / dx")
-    for N, C, O, H, k, p_ in SHAPES:
+    for N, C, O, H, k, p_ in (WIDE if args.wide else SHAPES):
         x = rng.standard_normal((N, C, H, H), dtype=np.float32)
         w = rng.standard_normal((O, C, k, k), dtype=np.float32)
         T: dict = {}

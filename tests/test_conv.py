@@ -736,11 +736,12 @@ def test_weight_grad_from_dy_patches_with_a_partial_last_block(monkeypatch):
     [
         (16, 16, (34, 34), (32, 32), (1, 1), True),  # a Tucker core, 3 x 3, "same" padding
         (15, 17, (16, 16), (14, 14), (1, 1), True),
-        (2, 3, (34, 34), (32, 32), (1, 1), True),  # the fewest channels taken
+        (2, 2, (34, 34), (32, 32), (1, 1), True),  # the fewest channels taken
         (1, 1, (34, 34), (32, 32), (1, 1), False),  # one channel: outer products
-        (17, 16, (34, 34), (32, 32), (1, 1), False),  # more than 16 input channels
-        (16, 24, (34, 34), (32, 32), (1, 1), True),  # c_out = 1.5 c_reduce, the limit
-        (16, 25, (34, 34), (32, 32), (1, 1), False),
+        (64, 64, (34, 34), (32, 32), (1, 1), True),  # the most channels taken
+        (65, 64, (34, 34), (32, 32), (1, 1), False),
+        (16, 20, (34, 34), (32, 32), (1, 1), True),  # c_out = 1.25 c_reduce, the limit
+        (16, 21, (34, 34), (32, 32), (1, 1), False),
         (16, 16, (3, 4), (2, 4), (1, 1), True),  # wide grid 12 = 1.5 x 8, the limit
         (16, 16, (3, 5), (2, 4), (1, 1), False),  # 15 > 1.5 x 8
         (6, 6, (14, 14), (10, 10), (1, 1), False),  # LeNet's unpadded 5 x 5

@@ -27,7 +27,8 @@ dx takes one of two routes (both exact; `_select_dx_route` picks the faster one)
 - transposed convolution (stride 1): dx = conv(e, flip(w)^T), with e the shifted dy
   padded by dilation (k - 1) - padding, by the same im2col + one GEMM as the forward.
 
-For stride 1 and few input channels (the small cores of Tucker layers) the forward takes the
+For stride 1 and at most 64 input channels (the small cores of Tucker layers, and narrow dense
+layers) the forward takes the
 kh kw GEMMs on shifted views of the flat padded input instead (no patch matrix;
 :mod:`refdlrt.ops.conv_shifted`), and so does the transposed-convolution dx for few output
 channels.
@@ -111,7 +112,7 @@ def _forward_by_shifts(w, g: ConvGeometry, nb: int, xp):
 
 
 def _select_forward_route(g: ConvGeometry):
-    """Shifted GEMMs where :func:`refdlrt.ops.conv_shifted.shifted_route_pays` (stride 1, 2-16
+    """Shifted GEMMs where :func:`refdlrt.ops.conv_shifted.shifted_route_pays` (stride 1, 2-64
     input channels), else im2col + one GEMM. (Stride 1 is tested here too: the shifted GEMMs
     need it, whatever the cost rule says.)"""
     if g.stride == (1, 1) and shifted_route_pays(g.c_in, g.c_out, g.padded_size, g.out_size, g.stride):

@@ -12,7 +12,8 @@ for oh < Ho, ow < Wo: each term is one GEMM on a contiguous slice of A (K = C_in
 matrix is copied. The rows with oh >= Ho or ow >= Wo (Hp Wp - Ho Wo per sample) read across
 rows or samples and are discarded. It pays kh kw - 1 additions of an n Hp Wp x C_out block
 instead of an im2col copy of n Ho Wo kh kw C_in numbers, so it is the faster route for few
-input channels (the small cores of Tucker layers); :func:`shifted_route_pays` holds the rule.
+input channels (the small cores of Tucker layers, and dense layers up to 64 channels);
+:func:`shifted_route_pays` holds the rule.
 The batch blocks are the im2col route's (:func:`refdlrt.ops.conv_patches._batch_blocks`): for a
 3 x 3 kernel these buffers take about a third of its patch matrix, 3-5 MB per block on a CPU,
 where the measured best was 2-4 MB.
@@ -26,17 +27,19 @@ __all__ = ["shifted_route_pays", "flat_padded", "shifted_conv"]
 
 # Largest reduction (input) channel count at which the shifted GEMMs beat im2col + one GEMM,
 # the most output channels per input channel, and the most wide-grid rows per output row they
-# may waste (benchmarks/README.md, "conv routes": 15-16 channels at 14-32 pixels, 1.1-1.6x
-# faster; 32 and 64 channels, as fast or slower).
-_MAX_CHANNELS = 16
-_MAX_WIDENING = 1.5
+# may waste (benchmarks/README.md, "conv routes", interleaved runs in a fast and a slow phase
+# of the machine: 4-64 channels at 14-32 pixels 0.66-0.96x the im2col time; 128 and 256
+# channels 1.2x; 32 -> 48 channels 1.13x in the forward).
+_MAX_CHANNELS = 64
+_MAX_WIDENING = 1.25
 _MAX_WASTE = 1.5
 
 
 def shifted_route_pays(c_reduce: int, c_out: int, padded: tuple, out: tuple, stride: tuple) -> bool:
-    """True where the shifted GEMMs are the faster route: stride 1, 2 <= c_reduce <= 16
-    (one channel makes each GEMM an outer product), c_out <= 1.5 c_reduce (the additions grow
-    with c_out: 16 -> 64 channels ran 1.6x slower), and a wide grid (padded) at most 1.5 times
+    """True where the shifted GEMMs are the faster route: stride 1, 2 <= c_reduce <= 64
+    (one channel makes each GEMM an outer product; 128 channels ran 1.2x slower),
+    c_out <= 1.25 c_reduce (the additions grow with c_out: 16 -> 64 channels ran 1.4x slower,
+    32 -> 48 1.1x), and a wide grid (padded) at most 1.5 times
     the output grid (out; LeNet's unpadded 5 x 5 layers, at 1.96, ran 2-3x slower)."""
     if tuple(stride) != (1, 1) or not 2 <= c_reduce <= _MAX_CHANNELS:
         return False
