@@ -782,3 +782,23 @@ def test_a_stride_never_takes_the_shifted_forward_even_when_forced(rng):
         y, _ = conv2d_forward(x, w, None, stride=2, padding=1)
     assert_close(y, conv2d_naive(x, w, None, stride=2, padding=1), np.float64,
                  scale=sum_bound(x, w, terms=36))
+
+
+@given(case=conv_cases())
+def test_input_grad_alone_equals_the_backward_dx_and_the_loop_spec(xp, case):
+    data = case.data()
+    x, w, b, dy = to_xp(xp, *data)
+    with fast_path(case):
+        _, cache = conv2d_forward(x, w, b, **case.kwargs)
+        dx = conv2d_backward(dy, cache)[0]
+        alone = conv.conv2d_input_grad(dy, w, x.shape, **case.kwargs)
+    assert alone.shape == x.shape and alone.dtype == x.dtype
+    assert bool(xp.array_equal(alone, dx))  # the same route, the same numbers
+    spec = conv2d_naive_backward(*to_xp(np, *data[3:4]), *data[:2], None, **case.kwargs)[0]
+    assert_close(alone, spec, np.float64, scale=scales(case, *data)[1])
+
+
+def test_input_grad_rejects_a_dy_of_the_wrong_shape():
+    w = np.zeros((3, 2, 3, 3))
+    with pytest.raises(ValueError, match=r"dy"):
+        conv.conv2d_input_grad(np.zeros((1, 3, 4, 4)), w, (1, 2, 5, 5))

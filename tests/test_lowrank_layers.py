@@ -25,7 +25,8 @@ from refdlrt.gradcheck import adjoint_test
 from refdlrt.nn.lowrank_layers import LowRankLinear, MatrixConv2d, TuckerConv2d
 from refdlrt.ops.conv import conv2d_backward, conv2d_forward
 from refdlrt.ops.linear import linear_backward, linear_forward
-from refdlrt.tensor.tucker import Tucker
+from refdlrt.tensor.linalg import qr_signfixed
+from refdlrt.tensor.tucker import Tucker, unfold
 from refdlrt.tolerances import assert_close, tolerance
 
 # ---------------------------------------------------------------------------- cases
@@ -240,13 +241,58 @@ def _step_counting_kernel_gradients(route, rng, monkeypatch):
 
 
 def test_plain_route_never_forms_dense_gradient_and_memoises(rng, monkeypatch):
-    """3 reduced kernel gradients, none dense: K-step mode 0 (r1, C_out), mode 1 (C_in, r0),
-    S-step (r̂1, r̂0). Modes 2, 3 and the diagnostic projection on the old bases reuse
-    backward's small-kernel gradient (r1, r0)."""
+    """Two reduced kernel gradients, none dense: the S-step's (r̂1, r̂0), and the core's
+    (r1, r0), taken once for the K-steps of modes 2, 3 and the diagnostic projection on the
+    old bases; the K-steps of modes 0 and 1 contract Q_i into core-sized convolutions
+    (k_gradient)."""
     calls, info = _step_counting_kernel_gradients("plain", rng, monkeypatch)
     ra = info.ranks_augmented
-    assert calls == sorted([(3, 6), (5, 2), (ra[1], ra[0])]), calls
-    assert (5, 6) not in calls  # (C_in, C_out) would be the dense G
+    assert calls == sorted([(3, 2), (ra[1], ra[0])]), calls
+
+
+def test_plain_route_k_steps_convolve_only_core_sized_channels(rng, monkeypatch):
+    """k_gradient: mode 0 is one convolution z1 (r1 channels) -> q = r0, mode 1 one input
+    gradient dz2 (r0 channels) -> q = r1; no convolution touches C_in or C_out channels."""
+    import refdlrt.nn.lowrank_projectors as lpm
+
+    Y = random_tucker((6, 5, 3, 3), (2, 3, 2, 2), rng)
+    layer = TuckerConv2d(Y, None, padding=1)
+    layer.projection_route = "plain"
+    layer.forward(rng.standard_normal((2, 5, 6, 6)))
+    layer.backward(rng.standard_normal((2, 6, 6, 6)))
+    seen = []
+    fwd, inp = lpm.conv2d_forward, lpm.conv2d_input_grad
+    monkeypatch.setattr(lpm, "conv2d_forward", lambda x, w, *a, **k: seen.append(("f", w.shape)) or fwd(x, w, *a, **k))
+    monkeypatch.setattr(lpm, "conv2d_input_grad", lambda dy, w, *a, **k: seen.append(("dx", w.shape)) or inp(dy, w, *a, **k))
+    tdlrt_step(layer.weight, layer.projector(), 0.1, 0.0, diagnostics=False)
+    assert seen == [("f", (2, 3, 3, 3)), ("dx", (2, 3, 3, 3))], seen
+
+
+@pytest.mark.parametrize("route", ["plain", "blocks", "dense"])
+@given(data=st.data())
+def test_k_gradient_equals_the_textbook_contraction(xp, route, data):
+    """fast = readable for the K-steps: k_gradient(i, mats, Q) = Mat_i(G x_j mats[j]^T) Q with
+    the dense G, for every mode, at the layer's factors (the contracted convolutions on
+    "plain") and at other matrices (the fallback)."""
+    case = data.draw(tucker_conv_cases())
+    layer, x, dy = make_layer("tucker", case, xp)
+    layer.projection_route = route
+    layer.forward(x)
+    layer.backward(dy)
+    P = layer.projector()
+    oracle = DenseGradient(dense_reference("tucker", layer, x, dy)[2])
+    Y = layer.weight
+    rng = np.random.default_rng(case[-1] + 3)
+    for i in range(4):
+        Q = qr_signfixed(unfold(Y.core, i).T)[0]
+        own = [None if j == i else U for j, U in enumerate(Y.factors)]
+        other = [None if j == i else orthonormal(rng, U.shape[0], U.shape[1], xp)
+                 for j, U in enumerate(Y.factors)]
+        for label, mats in (("own", own), ("other", other)):
+            want = unfold(oracle.project(mats), i) @ Q
+            got = P.k_gradient(i, mats, Q)
+            assert got.shape == want.shape, (i, label)
+            assert_close(got, want, np.float64, scale=fro(want), err_msg=f"mode {i}, {label}")
 
 
 def test_blocks_route_convolves_only_the_new_directions(rng, monkeypatch):
@@ -269,8 +315,8 @@ def test_dense_route_forms_the_kernel_gradient_once(rng, monkeypatch):
 
 
 @pytest.mark.parametrize("shape, ranks, want", [
-    ((256, 256, 3, 3), (8, 8, 3, 3), "blocks"),  # low ranks, wide layer: small gradients are cheaper
-    ((64, 64, 3, 3), (16, 16, 3, 3), "dense"),  # G costs one GEMM more than the passes it saves
+    ((256, 256, 3, 3), (8, 8, 3, 3), "plain"),  # low ranks, wide layer: small gradients are cheaper
+    ((64, 64, 3, 3), (16, 16, 3, 3), "plain"),  # the run.py layer at r = 16
     ((64, 64, 3, 3), (32, 32, 3, 3), "dense"),  # r̂ = n: the S-step alone costs a dense gradient
     ((16, 6, 5, 5), (12, 6, 5, 5), "dense"),  # LeNet's conv2 at its usual ranks
 ])
@@ -574,3 +620,23 @@ def test_call_order_and_gradient_shapes_are_checked(rng):
     layer.forward(x)  # a new forward invalidates the old projector
     with pytest.raises(RuntimeError, match="backward pass first"):
         layer.dense_gradient()
+
+
+def test_momentum_k_gradient_equals_the_textbook_contraction(rng):
+    """MomentumGradient.k_gradient (the projector's contraction for G, the core for μV) equals
+    Mat_i((G + μV) x_{j≠i} U_j^T) Q from the dense G, V = v x_i U_i formed."""
+    from refdlrt.dlrt.projector import MomentumGradient
+
+    layer = TuckerConv2d(random_tucker((6, 5, 3, 3), (3, 2, 2, 3), rng), None, padding=1)
+    layer.projection_route = "plain"
+    x = rng.standard_normal((2, 5, 6, 6))
+    dy = rng.standard_normal(layer.forward(x).shape)
+    layer.backward(dy)
+    Y, v, mu = layer.weight, rng.standard_normal((3, 2, 2, 3)), 0.9
+    D = layer.dense_gradient() + mu * Tucker(v, Y.factors).to_tensor()
+    fast = MomentumGradient(layer.projector(), v, tuple(Y.factors), mu)
+    for i in range(4):
+        Q = qr_signfixed(unfold(Y.core, i).T)[0]
+        mats = [None if j == i else U for j, U in enumerate(Y.factors)]
+        want = unfold(DenseGradient(D).project(mats), i) @ Q
+        assert_close(fast.k_gradient(i, mats, Q), want, np.float64, scale=fro(want), err_msg=f"mode {i}")

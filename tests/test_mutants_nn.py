@@ -291,7 +291,9 @@ def _tucker_projector(rng, shape=(6, 5, 3, 3), ranks=(2, 3, 2, 2), **kw):
 def test_cost_model_values(rng, monkeypatch):
     """cost(route) = sum of kh kw b (a + C) over the route's kernel gradients (a, b the output and
     input channels; C = _COPY_COST; a gradient with no channel costs 0); the S-step at
-    r̂_i = min(2 r_i, n_i), i.e. m_i = r̂_i - r_i new directions."""
+    r̂_i = min(2 r_i, n_i), i.e. m_i = r̂_i - r_i new directions. "plain" prices its K-steps'
+    two core-sized convolutions as kernel gradients for r0 x r1 channels and adds the 1 x 1
+    products (n_i r_i, then n_i r̂_i for the S-step's channel projections)."""
     monkeypatch.setattr(lp, "_COPY_COST", 7)
     P, _ = _tucker_projector(rng, shape=(10, 8, 3, 2), ranks=(3, 5, 3, 2))
 
@@ -301,7 +303,7 @@ def test_cost_model_values(rng, monkeypatch):
     m0, m1 = 3, 3  # min(6, 10) - 3, min(10, 8) - 5
     assert P.cost("dense") == g(10, 8)
     assert P.cost("blocks") == g(10, 5) + g(3, 8) + g(m0, m1)
-    assert P.cost("plain") == g(10, 5) + g(3, 8) + g(m0 + 3, m1 + 5)
+    assert P.cost("plain") == 2 * g(3, 5) + 10 * 3 + 8 * 5 + g(m0 + 3, m1 + 5) + 10 * 6 + 8 * 8
     full, _ = _tucker_projector(rng, shape=(10, 8, 3, 2), ranks=(10, 5, 3, 2))  # r0 = n0: m0 = 0
     assert full.cost("blocks") == g(10, 5) + g(10, 8)  # the new-direction gradient costs 0
 
@@ -310,17 +312,29 @@ def test_auto_takes_dense_on_a_tie_and_blocks_only_when_cheapest(rng, monkeypatc
     # (16, 16) at r = 4, m = 4: dense 16 (16 + C) = blocks 4 (16 + C) + 16 (4 + C) + 4 (4 + C) at C = 14
     monkeypatch.setattr(lp, "_COPY_COST", 14)
     P, _ = _tucker_projector(rng, shape=(16, 16, 3, 3), ranks=(4, 4, 3, 3))
-    assert P.cost("dense") == P.cost("blocks") and P.route == "dense"
-    # blocks < dense < plain (228 < 256 < 336 per tap at C = 0): only a comparison with the
+    assert P.cost("dense") == P.cost("blocks")
+    # ties go to the first of dense, plain, blocks
+    for costs, want in (({"dense": 1, "plain": 1, "blocks": 1}, "dense"),
+                        ({"dense": 2, "plain": 1, "blocks": 1}, "plain"),
+                        ({"dense": 1, "plain": 2, "blocks": 1}, "dense")):
+        with monkeypatch.context() as m:
+            m.setattr(lp.TuckerConvProjector, "cost", lambda self, route, c=costs: c[route])
+            assert _tucker_projector(rng)[0].route == want, costs
+    # blocks < dense < plain (2052 < 2304 < 2520 at C = 0): only a comparison with the
     # blocks cost picks blocks
     monkeypatch.setattr(lp, "_COPY_COST", 0)
     P, _ = _tucker_projector(rng, shape=(16, 16, 3, 3), ranks=(6, 6, 3, 3))
     assert P.cost("blocks") < P.cost("dense") < P.cost("plain") and P.route == "blocks"
+    # plain cheapest (the run.py layer at r = 16, C = 256): 167424 < 184320 (dense) < 241920
+    monkeypatch.setattr(lp, "_COPY_COST", 256)
+    P, _ = _tucker_projector(rng, shape=(64, 64, 3, 3), ranks=(16, 16, 3, 3))
+    assert (P.cost("plain"), P.cost("dense"), P.cost("blocks")) == (167424, 184320, 241920)
+    assert P.route == "plain"
 
 
 def test_default_route_is_auto_and_reduced_own_is_memoised(rng, monkeypatch):
     P, layer = _tucker_projector(rng)
-    assert P.route in ("blocks", "dense")
+    assert P.route in ("plain", "blocks", "dense")
     calls = _count(monkeypatch, "_conv2d_weight_grad")
     U0, U1 = layer.weight.factors[:2]
     dK = np.full((2, 3, 3, 3), 7.0)

@@ -20,7 +20,7 @@ from ..tensor.hosvd import hosvd
 from ..tensor.linalg import check_orthonormal, max_orthonormality_error, orth, qr_signfixed
 from ..tensor.ranks import compatible_ranks
 from ..tensor.tucker import Tucker, multi_mode_product, unfold
-from .projector import DenseGradient, MomentumGradient, as_projector
+from .projector import DenseGradient, MomentumGradient, as_projector, k_contraction
 
 __all__ = [
     "StepInfo",
@@ -104,13 +104,14 @@ def k_gradient(C, Us: Sequence, i: int, grad):
 
         grad_{K_i} L = Mat_i(G x_{j≠i} U_j^T) Q_i.
 
-    Returns (K_i, grad_{K_i} L), both n_i x min(r_i, Π_{j≠i} r_j).
+    Returns (K_i, grad_{K_i} L), both n_i x min(r_i, Π_{j≠i} r_j). A projector with its own
+    ``k_gradient`` contracts Q_i itself (:func:`refdlrt.dlrt.projector.k_contraction`).
     """
     grad = as_projector(grad, tuple(U.shape[0] for U in Us))  # a dense G is accepted too
     Q, R = qr_signfixed(unfold(C, i).T)  # Q: Π_{j≠i} r_j x r_i,  R: r_i x r_i
     K = Us[i] @ R.T  # n_i x r_i
     mats = [None if j == i else U for j, U in enumerate(Us)]
-    grad_K = unfold(grad.project(mats), i) @ Q  # n_i x r_i
+    grad_K = k_contraction(grad, i, mats, Q)  # Mat_i(G x_{j≠i} U_j^T) Q: n_i x r_i
     _check_finite(grad_K, f"the K-gradient of mode {i}")
     return K, grad_K
 

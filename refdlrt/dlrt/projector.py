@@ -8,6 +8,11 @@ where a ``None`` entry leaves that mode unprojected (ALGORITHM.md §2, steps 2 a
 :class:`DenseGradient` is the readable oracle that holds G and projects it; layers
 provide their own projectors that contract cached activations instead, so G is
 never formed. Any object with ``project(mats)`` (and optionally ``norm()``) works.
+
+A projector may also offer ``k_gradient(i, mats, Q)`` = Mat_i(project(mats)) Q, the K-step's
+gradient (ALGORITHM.md §2, step 2), when it can contract Q into its activations without forming
+the n_i x Π_{j≠i} r_j projection first; :func:`k_contraction` uses it where it exists, and tests
+pin it to the textbook ``unfold(project(mats), i) @ Q``.
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from ..backend import fro
-from ..tensor.tucker import multi_mode_product
+from ..tensor.tucker import multi_mode_product, unfold
 
-__all__ = ["GradientProjector", "DenseGradient", "MomentumGradient", "as_projector"]
+__all__ = ["GradientProjector", "DenseGradient", "MomentumGradient", "as_projector", "k_contraction"]
 
 
 class GradientProjector(Protocol):
@@ -72,6 +77,11 @@ class MomentumGradient:
         mats_v = [U if A is None else A.T @ U for A, U in zip(mats, self.Us)]
         return self.G.project(mats) + self.mu * multi_mode_product(self.v, mats_v)
 
+    def k_gradient(self, i: int, mats: Sequence, Q):
+        """Mat_i((G + μV) x_j mats[j]^T) Q: G's part by :func:`k_contraction`, V's in the core."""
+        mats_v = [U if A is None else A.T @ U for A, U in zip(mats, self.Us)]
+        return k_contraction(self.G, i, mats, Q) + self.mu * (unfold(multi_mode_product(self.v, mats_v), i) @ Q)
+
     def norm(self):
         """||G + μV||_F, or None when G cannot tell its norm.
 
@@ -105,3 +115,14 @@ def as_projector(grad, shape: tuple):
     if tuple(grad.shape) != tuple(shape):
         raise ValueError(f"grad: expected shape {tuple(shape)} (the weight's), got {tuple(grad.shape)}")
     return DenseGradient(grad)
+
+
+def k_contraction(grad, i: int, mats: Sequence, Q):
+    """Mat_i(G x_j mats[j]^T) Q (mats[i] None): the K-step's gradient (ALGORITHM.md §2, step 2).
+
+    By the projector's own ``k_gradient`` where it has one, else the textbook route
+    ``unfold(grad.project(mats), i) @ Q``.
+    """
+    if hasattr(grad, "k_gradient"):
+        return grad.k_gradient(i, mats, Q)
+    return unfold(grad.project(mats), i) @ Q

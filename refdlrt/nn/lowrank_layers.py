@@ -224,23 +224,20 @@ def tucker_conv2d_backward(dy, cache: TuckerConvCache, *, route="auto"):
 
     Notes
     -----
-    dz2 = U_0^T dy; (dz1, dK) = backward of the core conv; dx = U_1 dz1; db = Σ dy over
+    dz2 = U_0^T dy; dz1 = input gradient of the core conv; dx = U_1 dz1; db = Σ dy over
     N, Ho, Wo (None without bias). The kernel gradient G is not formed: ``projector`` gives
-    G x_i A_i^T from the cached x, z1, dy and dz2 (:class:`TuckerConvProjector`), and its
-    reduced gradient for (U_0, U_1) is the core conv's dK, already computed here (on the
-    projector's "dense" route it comes from G instead, and the core conv skips dK). ``route``
-    picks how the projector computes the S-step's projection (:class:`TuckerConvProjector`).
+    G x_i A_i^T from the cached x, z1, dy and dz2 (:class:`TuckerConvProjector`). The core
+    conv's kernel gradient dK = G x_0 U_0^T x_1 U_1^T is not computed here either: only the
+    K-steps of non-square spatial modes and diagnostics ask for it (the projector then takes
+    it from z1 and dz2, or from G on its "dense" route). ``route`` picks how the projector
+    computes the step's projections (:class:`TuckerConvProjector`).
     """
     x, Y = cache.x, cache.Y
     check_grad(dy, cache.y_shape, x.dtype, "tucker_conv2d_backward: dy", layout=" (the output's)")
     U0, U1 = Y.factors[:2]
     dz2 = channel_matmul(U0.T, dy)  # N, r0, Ho, Wo
     projector = TuckerConvProjector(x, cache.z1, dy, dz2, Y.factors, cache.geometry, route=route)
-    if projector.route == "dense":  # it forms G anyway, and dK = G x_0 U_0^T x_1 U_1^T from it
-        dz1 = conv2d_backward(dz2, cache.conv_cache, need_dw=False)[0]  # N, r1, H, W
-    else:
-        dz1, dK, _ = conv2d_backward(dz2, cache.conv_cache)  # N, r1, H, W;  r0, r1, kh, kw
-        projector.remember_own(dK)
+    dz1 = conv2d_backward(dz2, cache.conv_cache, need_dw=False)[0]  # N, r1, H, W
     db = dy.sum(axis=(0, 2, 3)) if cache.has_bias else None
     return channel_matmul(U1, dz1), db, projector  # dx: N, C_in, H, W
 

@@ -15,11 +15,12 @@ z1 = U_1^T x and dz2 = U_0^T dy when A1 equals U_1 / A0 equals U_0, and memoises
 few reduced gradients; both are keyed on the numbers (copies), never on object identity, so
 an array changed in place by the caller cannot return a stale answer. ``dense()`` forms G (the readable oracle route).
 
-The Tucker projector has two faster routes for the S-step's G x_0 Û_0^T x_1 Û_1^T, where
-range(Û_i) ⊇ range(U_i) (see :class:`TuckerConvProjector`): "blocks" reuses the K-steps'
-G x_1 U_1^T and G x_0 U_0^T and convolves only the new directions; "dense" forms G once
-(one kernel gradient, as a dense layer's backward) when a cost model says that is cheaper.
-Both equal the plain route to rounding; tests pin them to ``dense()``.
+The Tucker projector gives the K-steps' gradients Mat_i(G x_{j≠i} U_j^T) Q_i directly
+(``k_gradient``: Q_i folded into a convolution of the core's size, then a 1 x 1 product), and
+has two other routes for a step's projections (see :class:`TuckerConvProjector`): "blocks"
+takes the K-steps' G x_1 U_1^T and G x_0 U_0^T and convolves only the S-step's new directions;
+"dense" forms G once (one kernel gradient, as a dense layer's backward). A cost model picks
+the cheapest. All equal the plain route to rounding; tests pin them to ``dense()``.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_xp
-from ..ops.conv import conv2d_forward, conv2d_weight_grad
+from ..ops.conv import conv2d_forward, conv2d_input_grad, conv2d_weight_grad
 from ..tensor.linalg import svd_thin
-from ..tensor.tucker import multi_mode_product
+from ..tensor.tucker import multi_mode_product, unfold
 
 __all__ = [
     "LowRankLinearProjector",
@@ -73,6 +74,14 @@ def _project_channels(A, own, cached, raw):
     if _same(A, own):
         return cached
     return channel_matmul(A.T, raw) if raw.ndim == 4 else raw @ A
+
+
+def _pixel_sum(a, b):
+    """sum_{n, p} a[n, :, p] b[n, :, p]^T for a (N, A, H, W), b (N, B, H, W): (A, B), one GEMM
+    per sample on the NCHW arrays as they are."""
+    xp = get_xp(a, b)
+    N, A, B = a.shape[0], a.shape[1], b.shape[1]
+    return xp.matmul(a.reshape(N, A, -1), b.reshape(N, B, -1).transpose(0, 2, 1)).sum(axis=0)  # A, B
 
 
 def _conv2d_weight_grad(x, dy, kernel_size, stride, padding, dilation):
@@ -161,15 +170,15 @@ class TuckerConvProjector(_ReducedProjector):
     Parameters
     ----------
     route : "auto", "plain", "blocks" or "dense"
-        How G x_0 A0^T x_1 A1^T is computed when both A0 and A1 are given (see Notes);
-        "auto" picks "blocks" or "dense" by :meth:`cost` (the K-steps' projections, with
-        one of A0, A1 absent, always take the plain route, or come from G on "dense").
+        How the K-steps' gradients and G x_0 A0^T x_1 A1^T are computed (see Notes); "auto"
+        picks the route of least :meth:`cost`.
 
     Notes
     -----
     plain: G x_0 A0^T x_1 A1^T = conv kernel gradient for input A1^T x (channels) and output
     gradient A0^T dy, an (a, b, kh, kw) tensor; modes 2, 3 are then projected by A2^T, A3^T.
-    z1 = U_1^T x and dz2 = U_0^T dy are reused when A1 is U_1 / A0 is U_0.
+    z1 = U_1^T x and dz2 = U_0^T dy are reused when A1 is U_1 / A0 is U_0. The K-steps'
+    gradients contract Q_i into a convolution of the core's size (:meth:`k_gradient`).
 
     blocks: with A_i = U_i B_i + N_i S_i (:func:`split_new_directions`),
 
@@ -179,7 +188,8 @@ class TuckerConvProjector(_ReducedProjector):
 
     where G x_0 U_0^T and G x_1 U_1^T are the K-steps' (memoised) reduced gradients, so
     only the new directions (m_0 x m_1 channels, m_i = r̂_i - r_i for the S-step) need a
-    convolution. Taken only when both are memoised (else: plain).
+    convolution. Taken only when both are memoised (else: plain); on this route the K-steps
+    take those projections (``project``), not :meth:`k_gradient`'s contraction.
 
     dense: G itself (one kernel gradient for C_in x C_out channels, like a dense layer's
     backward), then every projection is a small tensor product.
@@ -193,9 +203,10 @@ class TuckerConvProjector(_ReducedProjector):
             raise ValueError(f"TuckerConvProjector: route: expected one of {self.ROUTES}, got {route!r}")
         self.x, self.z1, self.dy, self.dz2 = x, z1, dy, dz2
         self.U0, self.U1 = factors[0].copy(), factors[1].copy()  # snapshots (see _same)
+        self.U2, self.U3 = factors[2].copy(), factors[3].copy()
         self.geometry = geometry  # stride, padding, dilation
         if route == "auto":
-            route = "dense" if self.cost("dense") <= self.cost("blocks") else "blocks"
+            route = min(("dense", "plain", "blocks"), key=self.cost)  # ties: the first
         self.route = route
         self._G = None
         if reduced_own is not None:
@@ -208,17 +219,67 @@ class TuckerConvProjector(_ReducedProjector):
     def cost(self, route: str) -> float:
         """Model cost of one TDLRT step's projections (multiply-adds, im2col copies included)
         by route, per output pixel: a kernel gradient for a output and b input channels costs
-        kh kw b (a + _COPY_COST). The S-step is estimated at r̂_i = min(2 r_i, n_i)."""
+        kh kw b (a + _COPY_COST). The S-step is estimated at r̂_i = min(2 r_i, n_i).
+
+        dense: G. plain: the K-steps' two core-sized convolutions (priced as kernel gradients
+        for r_0 x r_1 channels) and 1 x 1 products (n_0 r_0 + n_1 r_1), then the S-step's
+        kernel gradient for r̂_0 x r̂_1 channels and its channel projections (n_0 r̂_0 + n_1 r̂_1).
+        blocks: the K-steps' projections (n_0 x r_1 and r_0 x n_1 channels) and the new
+        directions' kernel gradient (m_i = r̂_i - r_i)."""
         (n0, n1, kh, kw), r0, r1 = self.shape, self.U0.shape[1], self.U1.shape[1]
 
         def grad(a, b):
             return kh * kw * b * (a + _COPY_COST) if a and b else 0
 
+        h0, h1 = min(2 * r0, n0), min(2 * r1, n1)
         if route == "dense":
             return grad(n0, n1)
-        m0, m1 = min(2 * r0, n0) - r0, min(2 * r1, n1) - r1
-        new = grad(m0, m1) if route == "blocks" else grad(m0 + r0, m1 + r1)
-        return grad(n0, r1) + grad(r0, n1) + new
+        if route == "plain":
+            return 2 * grad(r0, r1) + n0 * r0 + n1 * r1 + grad(h0, h1) + n0 * h0 + n1 * h1
+        return grad(n0, r1) + grad(r0, n1) + grad(h0 - r0, h1 - r1)
+
+    def k_gradient(self, i: int, mats, Q):
+        """Mat_i(G x_{j≠i} mats[j]^T) Q for the K-steps of modes 0 and 1 at the layer's own
+        factors, with Q contracted into a small convolution (no n_i x r_j kh kw projection).
+
+        Notes
+        -----
+        Mode 0, mats = (None, U_1, U_2, U_3), Q (r_1 r_2 r_3 x q): with the kernel
+        F = Q^T (reshaped q x r_1 x r_2 x r_3) x_2 U_2 x_3 U_3 (q x r_1 x kh x kw),
+
+            Mat_0(G x_1 U_1^T x_2 U_2^T x_3 U_3^T) Q = sum_{n, p} dy[n, :, p] f[n, :, p]^T,
+            f = conv2d(z1, F),
+
+        since both sides are sum dy[n, o, p] z1pad[n, c, p + (a, b)] F[s, c, a, b].
+        Mode 1, mats = (U_0, None, U_2, U_3), Q (r_0 r_2 r_3 x q): with the kernel
+        E[o, s] = sum Q[(o, j2, j3), s] U_2[:, j2] U_3[:, j3] (r_0 x q x kh x kw) and h the
+        input gradient of conv2d(., E) for the output gradient dz2 = U_0^T dy (a transposed
+        convolution, q channels at the input resolution),
+
+            Mat_1(G x_0 U_0^T x_2 U_2^T x_3 U_3^T) Q = sum_{n, p} x[n, :, p] h[n, :, p]^T.
+
+        Cost: a convolution of the core's size and a 1 x 1 product (n_i x q per pixel) per mode,
+        instead of a kernel gradient with n_i x r_j channels. Any other call (other modes, other
+        matrices, q != r_1 in mode 1, the "dense" route, which has G, and "blocks", whose
+        S-step reuses the K-steps' projections) takes ``unfold(project(mats), i) @ Q``.
+        """
+        own = [None if j == i else U for j, U in enumerate((self.U0, self.U1, self.U2, self.U3))]
+        if (self.route != "plain" or i not in (0, 1) or mats[i] is not None
+                or not all(_same(A, U) for A, U in zip(mats, own) if U is not None)
+                or (i == 1 and Q.shape[1] != self.U1.shape[1])):
+            return unfold(self.project(mats), i) @ Q
+        xp = get_xp(self.x, Q)
+        r0, r1 = self.U0.shape[1], self.U1.shape[1]
+        r2, r3, q = self.U2.shape[1], self.U3.shape[1], Q.shape[1]
+        s, p, d = self.geometry
+        if i == 0:
+            F = multi_mode_product(Q.T.reshape(q, r1, r2, r3), [None, None, self.U2, self.U3])
+            f = conv2d_forward(self.z1, xp.ascontiguousarray(F), None, stride=s, padding=p, dilation=d)[0]
+            return _pixel_sum(self.dy, f)  # n0 x q
+        E = Q.reshape(r0, r2, r3, q).transpose(0, 3, 1, 2)  # r0, q, r2, r3
+        E = xp.ascontiguousarray(multi_mode_product(E, [None, None, self.U2, self.U3]))  # r0, q, kh, kw
+        h = conv2d_input_grad(self.dz2, E, self.z1.shape, stride=s, padding=p, dilation=d)  # N, q, H, W
+        return _pixel_sum(self.x, h)  # n1 x q
 
     def _reduced(self, A0, A1):
         if self.route == "dense":

@@ -55,6 +55,7 @@ from .conv_shifted import flat_padded, shifted_conv, shifted_route_pays
 from .conv_weight_grad import _dw_from_patches_of_x, _weight_grad, conv2d_weight_grad
 
 __all__ = [
+    "conv2d_input_grad",
     "conv2d_weight_grad",
     "conv2d_backward",
     "conv2d_forward",
@@ -282,3 +283,22 @@ def conv2d_backward(dy, cache, *, need_dx: bool = True, need_dw: bool = True):
     return dx, dw, db
 
 
+
+
+def conv2d_input_grad(dy, w, x_shape, *, stride=1, padding=0, dilation=1):
+    """Input gradient alone: dx of y = conv2d(x, w) for output gradient dy, x of shape
+    ``x_shape`` (the transposed convolution; no dw, x itself is not needed).
+
+    Parameters
+    ----------
+    dy : (N, C_out, H_out, W_out); w : (C_out, C_in, kh, kw); x_shape : (N, C_in, H, W).
+
+    Returns
+    -------
+    dx : (N, C_in, H, W), the same as :func:`conv2d_backward`'s dx.
+    """
+    xp = get_xp(dy, w)
+    x = xp.empty(tuple(x_shape), dtype=w.dtype)  # its shape only (never read)
+    g = _geometry(x, w, None, stride, padding, dilation)
+    _check_dy(dy, g, w.dtype)
+    return _backward(dy, x, w, g, need_dx=True, need_dw=False)[0]
