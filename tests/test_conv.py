@@ -739,6 +739,10 @@ def test_weight_grad_from_dy_patches_with_a_partial_last_block(monkeypatch):
         (2, 2, (34, 34), (32, 32), (1, 1), True),  # the fewest channels taken
         (1, 1, (34, 34), (32, 32), (1, 1), False),  # one channel: outer products
         (64, 64, (34, 34), (32, 32), (1, 1), True),  # the most channels taken
+        (64, 64, (16, 16), (14, 14), (1, 1), False),  # beyond 16 channels: wide grid <= 1.2x
+        (17, 17, (11, 11), (10, 10), (1, 1), False),  # 121 > 1.2 x 100
+        (17, 17, (12, 10), (10, 10), (1, 1), True),  # 120 = 1.2 x 100, the limit
+        (16, 16, (16, 16), (14, 14), (1, 1), True),  # 16 channels: 1.5x allowed
         (65, 64, (34, 34), (32, 32), (1, 1), False),
         (16, 20, (34, 34), (32, 32), (1, 1), True),  # c_out = 1.25 c_reduce, the limit
         (16, 21, (34, 34), (32, 32), (1, 1), False),

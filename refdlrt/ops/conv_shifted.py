@@ -27,24 +27,29 @@ __all__ = ["shifted_route_pays", "flat_padded", "shifted_conv"]
 
 # Largest reduction (input) channel count at which the shifted GEMMs beat im2col + one GEMM,
 # the most output channels per input channel, and the most wide-grid rows per output row they
-# may waste (benchmarks/README.md, "conv routes", interleaved runs in a fast and a slow phase
-# of the machine: 4-64 channels at 14-32 pixels 0.66-0.96x the im2col time; 128 and 256
-# channels 1.2x; 32 -> 48 channels 1.13x in the forward).
+# may waste, up to 16 channels and beyond (benchmarks/README.md, "conv routes", interleaved
+# runs in fast and slow phases of the machine: 4-16 channels at 14-32 pixels 0.61-0.95x the
+# im2col time; 24-64 channels at 28-32 pixels, wide grid 1.13-1.15x, 0.67-0.97x, but 64
+# channels at 14 pixels, wide grid 1.31x, 0.86-1.24x; 128 and 256 channels 1.2x; 32 -> 48
+# channels 1.13x in the forward).
 _MAX_CHANNELS = 64
 _MAX_WIDENING = 1.25
 _MAX_WASTE = 1.5
+_FEW_CHANNELS, _MAX_WASTE_WIDE = 16, 1.2
 
 
 def shifted_route_pays(c_reduce: int, c_out: int, padded: tuple, out: tuple, stride: tuple) -> bool:
     """True where the shifted GEMMs are the faster route: stride 1, 2 <= c_reduce <= 64
     (one channel makes each GEMM an outer product; 128 channels ran 1.2x slower),
     c_out <= 1.25 c_reduce (the additions grow with c_out: 16 -> 64 channels ran 1.4x slower,
-    32 -> 48 1.1x), and a wide grid (padded) at most 1.5 times
-    the output grid (out; LeNet's unpadded 5 x 5 layers, at 1.96, ran 2-3x slower)."""
+    32 -> 48 1.1x), and a wide grid (padded) at most 1.5 times the output grid (out; LeNet's
+    unpadded 5 x 5 layers, at 1.96, ran 2-3x slower), 1.2 times beyond 16 channels."""
     if tuple(stride) != (1, 1) or not 2 <= c_reduce <= _MAX_CHANNELS:
         return False
     if c_out > _MAX_WIDENING * c_reduce:
         return False
+    if c_reduce > _FEW_CHANNELS:
+        return padded[0] * padded[1] <= _MAX_WASTE_WIDE * out[0] * out[1]
     return padded[0] * padded[1] <= _MAX_WASTE * out[0] * out[1]
 
 
