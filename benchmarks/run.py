@@ -13,7 +13,8 @@ steps      one epoch of ``Trainer(TrainConfig(model, method, epochs=1))`` on the
            alternate between two models, so caches are colder, which costs the smaller
            LeNet5 steps more). Targets tdlrt / dense: vgg_small <= 0.8, lenet5 <= 1.5.
 breakdown  one TDLRT step (vgg_small, lenet5) after an epoch, split into forward (+ loss),
-           backward, projections (``project``/``norm`` of each layer's projector), integrator
+           backward, projections (``project``/``k_gradient``/``norm`` of each layer's
+           projector), integrator
            (``Trainer._lowrank_update`` minus its projections) and dense updates + bookkeeping,
            by a copy of ``Trainer.train_step`` with timers that is checked bit for bit against
            the real step first. Target: integrator share of the step <= 15 % on vgg_small.
@@ -212,15 +213,15 @@ PARTS = ("forward", "backward", "projections", "integrator", "dense+rest")
 
 
 class TimedProjector:
-    """Forwards everything to a layer's projector; adds the seconds of its ``project`` and
-    ``norm`` calls to ``clock[0]``."""
+    """Forwards everything to a layer's projector; adds the seconds of its ``project``,
+    ``k_gradient`` (the K-steps' contractions) and ``norm`` calls to ``clock[0]``."""
 
     def __init__(self, inner, clock):
         self._inner, self._clock = inner, clock
 
     def __getattr__(self, name):  # every attribute; AttributeError where the projector has none
         attr = getattr(self._inner, name)
-        if name not in ("project", "norm"):
+        if name not in ("project", "k_gradient", "norm"):
             return attr
 
         def timed(*args):
