@@ -742,6 +742,8 @@ def test_weight_grad_from_dy_patches_with_a_partial_last_block(monkeypatch):
         (64, 64, (16, 16), (14, 14), (1, 1), False),  # beyond 16 channels: wide grid <= 1.2x
         (17, 17, (11, 11), (10, 10), (1, 1), False),  # 121 > 1.2 x 100
         (17, 17, (12, 10), (10, 10), (1, 1), True),  # 120 = 1.2 x 100, the limit
+        (17, 17, (10, 12), (10, 10), (1, 1), True),  # the same grid, other axis order
+        (17, 17, (13, 11), (12, 10), (1, 1), True),  # 143 <= 1.2 x 120: not a square of a side
         (16, 16, (16, 16), (14, 14), (1, 1), True),  # 16 channels: 1.5x allowed
         (65, 64, (34, 34), (32, 32), (1, 1), False),
         (16, 20, (34, 34), (32, 32), (1, 1), True),  # c_out = 1.25 c_reduce, the limit
@@ -767,6 +769,8 @@ def test_a_small_core_takes_the_shifted_route_forward_and_for_dx(rng):
     with mock.patch.object(conv, "shifted_conv", wraps=conv.shifted_conv) as spy:
         y, cache = conv2d_forward(x, w, b, padding=1)
         assert spy.call_count == 1
+        flat, acc, tmp = spy.call_args[0][0], *spy.call_args[0][-2:]
+        assert flat.dtype == acc.dtype == tmp.dtype == np.float64  # buffers in the input's dtype
         assert conv._select_dx_route(cache[3]) is conv._dx_by_transposed_conv
         dx, dw, db = conv2d_backward(dy, cache)
         assert spy.call_count == 2
@@ -775,6 +779,18 @@ def test_a_small_core_takes_the_shifted_route_forward_and_for_dx(rng):
     assert_close(y, conv2d_naive(x, w, b, padding=1), np.float64, scale=s[0])
     for ours, spec, sc in zip((dx, dw, db), conv2d_naive_backward(dy, x, w, b, padding=1), s[1:]):
         assert_close(ours, spec, np.float64, scale=sc)
+
+
+def test_the_shifted_route_keeps_float32_buffers(rng):
+    x = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    with mock.patch.object(conv, "shifted_conv", wraps=conv.shifted_conv) as spy:
+        y, cache = conv2d_forward(x, w, None, padding=1)
+        conv2d_backward(y, cache)
+    assert spy.call_count == 2 and y.dtype == np.float32
+    for call in spy.call_args_list:
+        flat, acc, tmp = call[0][0], *call[0][-2:]
+        assert flat.dtype == acc.dtype == tmp.dtype == np.float32
 
 
 def test_a_stride_never_takes_the_shifted_forward_even_when_forced(rng):
@@ -802,7 +818,26 @@ def test_input_grad_alone_equals_the_backward_dx_and_the_loop_spec(xp, case):
     assert_close(alone, spec, np.float64, scale=scales(case, *data)[1])
 
 
-def test_input_grad_rejects_a_dy_of_the_wrong_shape():
+def test_input_grad_rejects_a_dy_of_the_wrong_shape_dtype_or_backend():
     w = np.zeros((3, 2, 3, 3))
     with pytest.raises(ValueError, match=r"dy"):
         conv.conv2d_input_grad(np.zeros((1, 3, 4, 4)), w, (1, 2, 5, 5))
+    with pytest.raises(TypeError, match=r"dy.*float32"):  # the weight's dtype
+        conv.conv2d_input_grad(np.zeros((1, 3, 3, 3)), w.astype(np.float32), (1, 2, 5, 5))
+    with pytest.raises(TypeError, match="mix array libraries"):
+        conv.conv2d_input_grad(ForeignArray(np.zeros((1, 3, 3, 3))), w, (1, 2, 5, 5))
+
+
+def test_input_grad_keeps_float32_and_builds_no_patches_of_x(rng, monkeypatch):
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    y, cache = conv2d_forward(x, w, None, padding=1)
+    dx = conv2d_backward(y, cache)[0]
+
+    def boom(*a, **k):
+        raise AssertionError("conv2d_input_grad built the patches of x for a kernel gradient")
+
+    monkeypatch.setattr(conv, "_dw_from_patches_of_x", boom)
+    alone = conv.conv2d_input_grad(y, w, x.shape, padding=1)
+    assert alone.dtype == np.float32
+    np.testing.assert_array_equal(alone, dx)
