@@ -640,3 +640,22 @@ def test_momentum_k_gradient_equals_the_textbook_contraction(rng):
         mats = [None if j == i else U for j, U in enumerate(Y.factors)]
         want = unfold(DenseGradient(D).project(mats), i) @ Q
         assert_close(fast.k_gradient(i, mats, Q), want, np.float64, scale=fro(want), err_msg=f"mode {i}")
+
+
+def test_k_gradient_when_q_is_below_the_rank(rng):
+    """Ranks (1, 3, 1, 2): Mat_1(C)^T has 2 rows, so Q of mode 1 has q = 2 < r_1 = 3 columns
+    (the K-step is n_1 x q) and the contracted kernel E would not fit z1's 3 channels: the
+    projector takes the textbook route there; mode 0 (q = min(1, 6) = 1) contracts. Both equal
+    the dense G's contraction."""
+    layer = TuckerConv2d(random_tucker((4, 5, 3, 3), (1, 3, 1, 2), rng), None, padding=1)
+    layer.projection_route = "plain"
+    x = rng.standard_normal((2, 5, 6, 6))
+    dy = rng.standard_normal(layer.forward(x).shape)
+    layer.backward(dy)
+    P, Y, G = layer.projector(), layer.weight, layer.dense_gradient()
+    for i, q in ((0, 1), (1, 2)):
+        Q = qr_signfixed(unfold(Y.core, i).T)[0]
+        assert Q.shape[1] == q
+        mats = [None if j == i else U for j, U in enumerate(Y.factors)]
+        want = unfold(DenseGradient(G).project(mats), i) @ Q
+        assert_close(P.k_gradient(i, mats, Q), want, np.float64, scale=fro(want), err_msg=f"mode {i}")
