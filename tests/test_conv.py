@@ -822,8 +822,13 @@ def test_input_grad_rejects_a_dy_of_the_wrong_shape_dtype_or_backend():
     w = np.zeros((3, 2, 3, 3))
     with pytest.raises(ValueError, match=r"dy"):
         conv.conv2d_input_grad(np.zeros((1, 3, 4, 4)), w, (1, 2, 5, 5))
-    with pytest.raises(TypeError, match=r"dy.*float32"):  # the weight's dtype
+    with pytest.raises(TypeError, match=r"dy.*float32 \(the dtype of w\)"):
         conv.conv2d_input_grad(np.zeros((1, 3, 3, 3)), w.astype(np.float32), (1, 2, 5, 5))
+    for bad in [(1, 2, 5), (1, 2, 5, 0), (1, 2, 5.0, 5), (1, -2, 5, 5)]:
+        with pytest.raises(ValueError, match=r"x_shape: expected 4 positive ints"):
+            conv.conv2d_input_grad(np.zeros((1, 3, 3, 3)), w, bad)
+    with pytest.raises(ValueError, match=r"w: expected shape \(C_out, 4, kh, kw\)"):
+        conv.conv2d_input_grad(np.zeros((1, 3, 3, 3)), w, (1, 4, 5, 5))
     with pytest.raises(TypeError, match="mix array libraries"):
         conv.conv2d_input_grad(ForeignArray(np.zeros((1, 3, 3, 3))), w, (1, 2, 5, 5))
 

@@ -642,20 +642,56 @@ def test_momentum_k_gradient_equals_the_textbook_contraction(rng):
         assert_close(fast.k_gradient(i, mats, Q), want, np.float64, scale=fro(want), err_msg=f"mode {i}")
 
 
-def test_k_gradient_when_q_is_below_the_rank(rng):
+def test_k_gradient_when_q_is_below_the_rank(rng, monkeypatch):
     """Ranks (1, 3, 1, 2): Mat_1(C)^T has 2 rows, so Q of mode 1 has q = 2 < r_1 = 3 columns
-    (the K-step is n_1 x q) and the contracted kernel E would not fit z1's 3 channels: the
-    projector takes the textbook route there; mode 0 (q = min(1, 6) = 1) contracts. Both equal
-    the dense G's contraction."""
+    (the K-step is n_1 x q) and Q of mode 0 has q = min(1, 6) = 1: both contract (the transposed
+    convolution of mode 1 has q, not r_1, channels) and equal the dense G's contraction."""
+    import refdlrt.nn.lowrank_projectors as lpm
+
     layer = TuckerConv2d(random_tucker((4, 5, 3, 3), (1, 3, 1, 2), rng), None, padding=1)
     layer.projection_route = "plain"
     x = rng.standard_normal((2, 5, 6, 6))
     dy = rng.standard_normal(layer.forward(x).shape)
     layer.backward(dy)
     P, Y, G = layer.projector(), layer.weight, layer.dense_gradient()
+    seen, inp = [], lpm.conv2d_input_grad
+    monkeypatch.setattr(lpm, "conv2d_input_grad",
+                        lambda dy_, w, shape, **k: seen.append(shape) or inp(dy_, w, shape, **k))
     for i, q in ((0, 1), (1, 2)):
         Q = qr_signfixed(unfold(Y.core, i).T)[0]
         assert Q.shape[1] == q
         mats = [None if j == i else U for j, U in enumerate(Y.factors)]
         want = unfold(DenseGradient(G).project(mats), i) @ Q
         assert_close(P.k_gradient(i, mats, Q), want, np.float64, scale=fro(want), err_msg=f"mode {i}")
+    assert seen == [(2, 2, 6, 6)]  # mode 1 contracted, with q = 2 channels
+
+
+def test_k_gradient_rejects_bad_arguments(rng):
+    layer = TuckerConv2d(random_tucker((4, 5, 3, 3), (2, 3, 3, 3), rng), None, padding=1)
+    x = rng.standard_normal((1, 5, 4, 4))
+    layer.backward(rng.standard_normal(layer.forward(x).shape))
+    P, U = layer.projector(), layer.weight.factors
+    with pytest.raises(ValueError, match=r"expected 4 matrices with None at mode i = 0"):
+        P.k_gradient(0, [None, U[1], U[2]], np.zeros((27, 2)))
+    with pytest.raises(ValueError, match=r"expected 4 matrices with None at mode i = 1"):
+        P.k_gradient(1, list(U), np.zeros((18, 3)))
+    with pytest.raises(ValueError, match=r"Q: expected 27 rows .* got shape \(26, 2\)"):
+        P.k_gradient(0, [None, U[1], U[2], U[3]], np.zeros((26, 2)))
+
+
+@pytest.mark.parametrize("fixed_rank", [False, True])
+def test_plain_route_step_with_momentum_equals_the_dense_gradient_step(rng, fixed_rank):
+    """fast = readable for a whole step through tdlrt_step: the plain route (K-steps by
+    contraction inside MomentumGradient, the core's dK taken lazily when the fixed-rank step
+    asks for the square spatial modes' K-steps) against the same step from the dense G."""
+    layer = TuckerConv2d(random_tucker((6, 5, 3, 3), (3, 2, 3, 3), rng), None, padding=1)
+    layer.projection_route = "plain"
+    x = rng.standard_normal((2, 5, 6, 6))
+    layer.backward(rng.standard_normal(layer.forward(x).shape))
+    v = rng.standard_normal((3, 2, 3, 3))
+    kw = dict(fixed_rank=fixed_rank, diagnostics=False, momentum=0.9, velocity=v)
+    fast, info = tdlrt_step(layer.weight, layer.projector(), 0.1, 0.1, **kw)
+    slow, info_slow = tdlrt_step(layer.weight, layer.dense_gradient(), 0.1, 0.1, **kw)
+    assert fast.ranks == slow.ranks
+    assert_close(fast.to_tensor(), slow.to_tensor(), np.float64, scale=fro(slow.to_tensor()))
+    assert_close(info.velocity, info_slow.velocity, np.float64, scale=fro(info_slow.velocity))

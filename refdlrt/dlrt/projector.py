@@ -24,7 +24,9 @@ from typing import Protocol, Sequence
 from ..backend import fro
 from ..tensor.tucker import multi_mode_product, unfold
 
-__all__ = ["GradientProjector", "DenseGradient", "MomentumGradient", "as_projector", "k_contraction"]
+__all__ = [
+    "GradientProjector", "DenseGradient", "MomentumGradient", "as_projector", "k_contraction",
+]
 
 
 class GradientProjector(Protocol):
@@ -80,7 +82,8 @@ class MomentumGradient:
     def k_gradient(self, i: int, mats: Sequence, Q):
         """Mat_i((G + μV) x_j mats[j]^T) Q: G's part by :func:`k_contraction`, V's in the core."""
         mats_v = [U if A is None else A.T @ U for A, U in zip(mats, self.Us)]
-        return k_contraction(self.G, i, mats, Q) + self.mu * (unfold(multi_mode_product(self.v, mats_v), i) @ Q)
+        v_part = unfold(multi_mode_product(self.v, mats_v), i) @ Q
+        return k_contraction(self.G, i, mats, Q) + self.mu * v_part
 
     def norm(self):
         """||G + μV||_F, or None when G cannot tell its norm.

@@ -228,8 +228,9 @@ def tucker_conv2d_backward(dy, cache: TuckerConvCache, *, route="auto"):
     N, Ho, Wo (None without bias). The kernel gradient G is not formed: ``projector`` gives
     G x_i A_i^T from the cached x, z1, dy and dz2 (:class:`TuckerConvProjector`). The core
     conv's kernel gradient dK = G x_0 U_0^T x_1 U_1^T is not computed here either: only the
-    K-steps of non-square spatial modes and diagnostics ask for it (the projector then takes
-    it from z1 and dz2, or from G on its "dense" route). ``route`` picks how the projector
+    K-steps of the spatial modes ask for it (taken when those modes are not square, or not
+    adaptive: fixed-rank steps, warm-up and fine-tune epochs, ``conv_adaptive_modes``) and
+    diagnostics; the projector then takes it from z1 and dz2, or from G on its "dense" route. ``route`` picks how the projector
     computes the step's projections (:class:`TuckerConvProjector`).
     """
     x, Y = cache.x, cache.Y

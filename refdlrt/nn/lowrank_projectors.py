@@ -25,6 +25,8 @@ the cheapest. All equal the plain route to rounding; tests pin them to ``dense()
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..backend import get_xp
@@ -225,7 +227,10 @@ class TuckerConvProjector(_ReducedProjector):
         for r_0 x r_1 channels) and 1 x 1 products (n_0 r_0 + n_1 r_1), then the S-step's
         kernel gradient for r̂_0 x r̂_1 channels and its channel projections (n_0 r̂_0 + n_1 r̂_1).
         blocks: the K-steps' projections (n_0 x r_1 and r_0 x n_1 channels) and the new
-        directions' kernel gradient (m_i = r̂_i - r_i)."""
+        directions' kernel gradient (m_i = r̂_i - r_i). The model prices the rank-adaptive step
+        of a layer with square spatial factors; steps that take K-steps of the spatial modes
+        (fixed rank, non-square factors) add the core's kernel gradient (r_0 x r_1 channels) on
+        plain and blocks, which it leaves out."""
         (n0, n1, kh, kw), r0, r1 = self.shape, self.U0.shape[1], self.U1.shape[1]
 
         def grad(a, b):
@@ -241,6 +246,16 @@ class TuckerConvProjector(_ReducedProjector):
     def k_gradient(self, i: int, mats, Q):
         """Mat_i(G x_{j≠i} mats[j]^T) Q for the K-steps of modes 0 and 1 at the layer's own
         factors, with Q contracted into a small convolution (no n_i x r_j kh kw projection).
+
+        Parameters
+        ----------
+        i : int, the mode (0..3)
+        mats : 4 entries, None at i, else (n_j, m_j) matrices
+        Q : (Π_{j≠i} m_j, q), the K-step's orthonormal factor
+
+        Returns
+        -------
+        (n_i, q) array.
 
         Notes
         -----
@@ -260,13 +275,19 @@ class TuckerConvProjector(_ReducedProjector):
 
         Cost: a convolution of the core's size and a 1 x 1 product (n_i x q per pixel) per mode,
         instead of a kernel gradient with n_i x r_j channels. Any other call (other modes, other
-        matrices, q != r_1 in mode 1, the "dense" route, which has G, and "blocks", whose
-        S-step reuses the K-steps' projections) takes ``unfold(project(mats), i) @ Q``.
+        matrices, the "dense" route, which has G, and "blocks", whose S-step reuses the K-steps'
+        projections) takes ``unfold(project(mats), i) @ Q``.
         """
+        if len(mats) != 4 or not 0 <= i < 4 or mats[i] is not None:
+            raise ValueError(f"k_gradient: expected 4 matrices with None at mode i = {i}, got "
+                             f"{['None' if A is None else tuple(A.shape) for A in mats]}")
+        width = math.prod(A.shape[1] for A in mats if A is not None)
+        if Q.ndim != 2 or Q.shape[0] != width:
+            raise ValueError(f"k_gradient: Q: expected {width} rows (the product of the other "
+                             f"matrices' widths), got shape {tuple(Q.shape)}")
         own = [None if j == i else U for j, U in enumerate((self.U0, self.U1, self.U2, self.U3))]
-        if (self.route != "plain" or i not in (0, 1) or mats[i] is not None
-                or not all(_same(A, U) for A, U in zip(mats, own) if U is not None)
-                or (i == 1 and Q.shape[1] != self.U1.shape[1])):
+        if (self.route != "plain" or i not in (0, 1)
+                or not all(_same(A, U) for A, U in zip(mats, own) if U is not None)):
             return unfold(self.project(mats), i) @ Q
         xp = get_xp(self.x, Q)
         r0, r1 = self.U0.shape[1], self.U1.shape[1]
@@ -274,11 +295,15 @@ class TuckerConvProjector(_ReducedProjector):
         s, p, d = self.geometry
         if i == 0:
             F = multi_mode_product(Q.T.reshape(q, r1, r2, r3), [None, None, self.U2, self.U3])
-            f = conv2d_forward(self.z1, xp.ascontiguousarray(F), None, stride=s, padding=p, dilation=d)[0]
+            f = conv2d_forward(self.z1, xp.ascontiguousarray(F), None,
+                               stride=s, padding=p, dilation=d)[0]  # N, q, Ho, Wo
             return _pixel_sum(self.dy, f)  # n0 x q
         E = Q.reshape(r0, r2, r3, q).transpose(0, 3, 1, 2)  # r0, q, r2, r3
-        E = xp.ascontiguousarray(multi_mode_product(E, [None, None, self.U2, self.U3]))  # r0, q, kh, kw
-        h = conv2d_input_grad(self.dz2, E, self.z1.shape, stride=s, padding=p, dilation=d)  # N, q, H, W
+        E = xp.ascontiguousarray(multi_mode_product(E, [None, None, self.U2, self.U3]))
+        # E: r0, q, kh, kw
+        N, _, H, W = self.z1.shape
+        h = conv2d_input_grad(self.dz2, E, (N, q, H, W), stride=s, padding=p,
+                              dilation=d)  # N, q, H, W
         return _pixel_sum(self.x, h)  # n1 x q
 
     def _reduced(self, A0, A1):

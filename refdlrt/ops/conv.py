@@ -41,6 +41,7 @@ unchanged on CuPy, where one block holds the whole batch.
 
 from __future__ import annotations
 
+from .._checks import check_float_array, is_int
 from ..backend import get_xp
 from .conv_patches import (
     ConvGeometry,
@@ -116,7 +117,8 @@ def _select_forward_route(g: ConvGeometry):
     """Shifted GEMMs where :func:`refdlrt.ops.conv_shifted.shifted_route_pays` (stride 1, 2-64
     input channels), else im2col + one GEMM. (Stride 1 is tested here too: the shifted GEMMs
     need it, whatever the cost rule says.)"""
-    if g.stride == (1, 1) and shifted_route_pays(g.c_in, g.c_out, g.padded_size, g.out_size, g.stride):
+    if g.stride == (1, 1) and shifted_route_pays(g.c_in, g.c_out, g.padded_size, g.out_size,
+                                                 g.stride):
         return _forward_by_shifts
     return _forward_by_im2col
 
@@ -283,22 +285,28 @@ def conv2d_backward(dy, cache, *, need_dx: bool = True, need_dw: bool = True):
     return dx, dw, db
 
 
-
-
 def conv2d_input_grad(dy, w, x_shape, *, stride=1, padding=0, dilation=1):
     """Input gradient alone: dx of y = conv2d(x, w) for output gradient dy, x of shape
     ``x_shape`` (the transposed convolution; no dw, x itself is not needed).
 
     Parameters
     ----------
-    dy : (N, C_out, H_out, W_out); w : (C_out, C_in, kh, kw); x_shape : (N, C_in, H, W).
+    dy : (N, C_out, H_out, W_out); w : (C_out, C_in, kh, kw); x_shape : (N, C_in, H, W), ints.
 
     Returns
     -------
     dx : (N, C_in, H, W), the same as :func:`conv2d_backward`'s dx.
     """
+    x_shape = tuple(x_shape)
+    if len(x_shape) != 4 or not all(is_int(v) and v >= 1 for v in x_shape):
+        raise ValueError(f"conv2d_input_grad: x_shape: expected 4 positive ints (N, C_in, H, W), "
+                         f"got {x_shape}")
+    check_float_array(w, "w")
+    if w.ndim != 4 or w.shape[1] != x_shape[1]:
+        raise ValueError(f"conv2d_input_grad: w: expected shape (C_out, {x_shape[1]}, kh, kw) "
+                         f"(C_in from x_shape {x_shape}), got {tuple(w.shape)}")
     xp = get_xp(dy, w)
-    x = xp.empty(tuple(x_shape), dtype=w.dtype)  # its shape only (never read)
+    x = xp.broadcast_to(xp.zeros((), dtype=w.dtype), x_shape)  # x's shape only: no memory
     g = _geometry(x, w, None, stride, padding, dilation)
-    _check_dy(dy, g, w.dtype)
+    _check_dy(dy, g, w.dtype, source=" (the dtype of w)")
     return _backward(dy, x, w, g, need_dx=True, need_dw=False)[0]

@@ -122,6 +122,6 @@ def _batch_blocks(g: ConvGeometry, xp, itemsize: int):
     return nb, [(n0, min(n0 + nb, g.n)) for n0 in range(0, g.n, nb)]
 
 
-def _check_dy(dy, g: ConvGeometry, dtype):
+def _check_dy(dy, g: ConvGeometry, dtype, source=" (the dtype of x)"):
     check_grad(dy, (g.n, g.c_out, *g.out_size), dtype, layout=" (N, C_out, Ho, Wo)",
-               source=" (the dtype of x)")
+               source=source)

@@ -14,6 +14,10 @@ rows or samples and are discarded. It pays kh kw - 1 additions of an n Hp Wp x C
 instead of an im2col copy of n Ho Wo kh kw C_in numbers, so it is the faster route for few
 input channels (the small cores of Tucker layers, and dense layers up to 64 channels);
 :func:`shifted_route_pays` holds the rule.
+The rule was measured on this project's 2-core CPU; a GPU takes it unchanged until
+``benchmarks/gpu_check.sh`` has measured both routes there. A NaN or Inf in an earlier block can
+make the discarded rows of a later one compute inf - inf (a NumPy "invalid value" warning); the
+kept rows never read them.
 The batch blocks are the im2col route's (:func:`refdlrt.ops.conv_patches._batch_blocks`): for a
 3 x 3 kernel these buffers take about a third of its patch matrix, 3-5 MB per block on a CPU,
 where the measured best was 2-4 MB.
@@ -39,7 +43,10 @@ _FEW_CHANNELS, _MAX_WASTE_WIDE = 16, 1.2
 
 
 def shifted_route_pays(c_reduce: int, c_out: int, padded: tuple, out: tuple, stride: tuple) -> bool:
-    """True where the shifted GEMMs are the faster route: stride 1, 2 <= c_reduce <= 64
+    """Whether to take the shifted GEMMs for a convolution that reduces over ``c_reduce``
+    channels into ``c_out``, on a padded (Hp, Wp) input with an ``out`` (Ho, Wo) output grid.
+
+    True where they are the faster route: stride 1, 2 <= c_reduce <= 64
     (one channel makes each GEMM an outer product; 128 channels ran 1.2x slower),
     c_out <= 1.25 c_reduce (the additions grow with c_out: 16 -> 64 channels ran 1.4x slower,
     32 -> 48 1.1x), and a wide grid (padded) at most 1.5 times the output grid (out; LeNet's
@@ -54,13 +61,16 @@ def shifted_route_pays(c_reduce: int, c_out: int, padded: tuple, out: tuple, str
 
 
 def _tail(kernel: tuple, dilation: tuple, width: int) -> int:
-    """Rows read past the last wide-grid row: the largest tap offset dh (kh - 1) Wp + dw (kw - 1)."""
+    """Rows read past the last wide-grid row: the largest tap offset,
+    dh (kh - 1) Wp + dw (kw - 1)."""
     return dilation[0] * (kernel[0] - 1) * width + dilation[1] * (kernel[1] - 1)
 
 
 def flat_padded(nb: int, padded: tuple, c: int, kernel: tuple, dilation: tuple, dtype, xp):
-    """(flat, apad): a zero buffer of nb Hp Wp + tail rows of c numbers, and its first
-    nb Hp Wp rows as the padded NHWC block apad (nb, Hp, Wp, c) to write the input into."""
+    """Buffers for nb samples of a padded (Hp, Wp) input with c channels, for a kernel of size
+    ``kernel`` and ``dilation``: (flat, apad), a zero buffer of nb Hp Wp + tail rows of c
+    numbers, and its first nb Hp Wp rows as the padded NHWC block apad (nb, Hp, Wp, c) to
+    write the input into."""
     Hp, Wp = padded
     flat = xp.zeros((nb * Hp * Wp + _tail(kernel, dilation, Wp), c), dtype=dtype)
     return flat, flat[: nb * Hp * Wp].reshape(nb, Hp, Wp, c)
@@ -74,6 +84,11 @@ def shifted_conv(flat, n: int, padded: tuple, w_taps, dilation: tuple, out_size:
     flat : (>= n Hp Wp + tail, C) from :func:`flat_padded`, the first n samples written
     w_taps : (kh, kw, C, O), w_taps[i, j] = w[:, :, i, j]^T
     acc, tmp : work buffers of at least n Hp Wp rows of O numbers
+    n, padded, dilation, out_size : samples in the block, (Hp, Wp), (dh, dw), (Ho, Wo)
+
+    Returns
+    -------
+    (n, Ho, Wo, O) view of ``acc``.
 
     Notes
     -----
