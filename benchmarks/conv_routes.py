@@ -1,14 +1,16 @@
 """The forward and dx of a stride-1 convolution by im2col + one GEMM and by shifted GEMMs
 (refdlrt.ops.conv_shifted), interleaved on the same data: where does each route pay?
 
-Usage:  python benchmarks/conv_routes.py [--repeats 12]
+Usage:  python benchmarks/conv_routes.py [--repeats 12] [--wide] [--backend numpy|cupy]
 
 Shapes: the Tucker cores of vgg_small at its settled ranks (15-17 channels, 28 x 28 and 14 x 14),
 the run.py layer's core (16 channels, 32 x 32), small cores (4, 8 channels), dense layers
 (32, 64 channels) and LeNet5's unpadded 5 x 5 layers; batch 128 (64 for LeNet5), float32.
 Prints ms (medians after 2 warm-up rounds) and shifted / im2col, with the route the rule
 (``shifted_route_pays``) takes. dx is the route ``_select_dx_route`` picks; the shifted GEMMs
-only change the transposed-convolution dx.
+only change the transposed-convolution dx. With ``--backend cupy`` (benchmarks/gpu_check.sh) the
+same on the GPU, each call followed by a device synchronisation: the rule was measured on a CPU
+and is applied unchanged there until this says otherwise.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from unittest import mock
 
 import numpy as np
 
+from refdlrt.backend import namespace
 from refdlrt.ops import conv
 
 SHAPES = [  # N, C_in, C_out, H (= W), k, padding
@@ -35,21 +38,27 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=12)
     p.add_argument("--wide", action="store_true", help="only wider layers (24-256 channels)")
+    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
     args = p.parse_args()
-    rng = np.random.default_rng(0)
+    xp, rng = namespace(args.backend), np.random.default_rng(0)
+    sync = (lambda: xp.cuda.Device().synchronize()) if args.backend == "cupy" else (lambda: None)
+    print(f"backend {args.backend}")
     print(f"{'shape':>26} {'fwd im2col':>10} {'shifted':>8} {'ratio':>6} {'dx im2col':>10} "
           f"{'shifted':>8} {'ratio':>6}  rule: fwd / dx")
     for N, C, O, H, k, p_ in (WIDE if args.wide else SHAPES):
-        x = rng.standard_normal((N, C, H, H), dtype=np.float32)
-        w = rng.standard_normal((O, C, k, k), dtype=np.float32)
+        x = xp.asarray(rng.standard_normal((N, C, H, H), dtype=np.float32))
+        w = xp.asarray(rng.standard_normal((O, C, k, k), dtype=np.float32))
         T: dict = {}
         for it in range(args.repeats + 2):
             for force in (False, True):
                 with mock.patch.object(conv, "shifted_route_pays", lambda *a, f=force: f):
+                    sync()
                     t0 = time.perf_counter()
                     y, cache = conv.conv2d_forward(x, w, None, padding=p_)
+                    sync()
                     t1 = time.perf_counter()
                     conv.conv2d_backward(y, cache, need_dw=False)
+                    sync()
                     t2 = time.perf_counter()
                 if it >= 2:
                     T.setdefault(("f", force), []).append(t1 - t0)

@@ -22,5 +22,7 @@ echo "== refdlrt validate --quick --backend cupy"
 timeout 90 refdlrt validate --quick --backend cupy --out "$OUT/validate" 2>&1 | tail -n 14 | tee "$OUT/validate.txt" || status=1
 echo "== benchmark (float32): conv and Tucker layer vs PyTorch/cuDNN"
 timeout 60 python benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" 2>&1 | tee "$OUT/bench.txt" || status=1
+echo "== conv routes on the GPU: im2col vs shifted GEMMs (the rule was measured on a CPU)"
+timeout 60 python benchmarks/conv_routes.py --backend cupy --repeats 5 2>&1 | tee "$OUT/conv_routes.txt" || status=1
 echo "gpu_check: $([ $status = 0 ] && echo all steps ran || echo a step failed), results in $OUT/"
 exit $status
