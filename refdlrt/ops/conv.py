@@ -52,7 +52,7 @@ from .conv_patches import (
     _pad_nhwc_into,
     conv_output_size,
 )
-from .conv_shifted import flat_padded, shifted_conv, shifted_route_pays
+from .conv_shifted import shifted_buffers, shifted_conv, shifted_route_pays
 from .conv_weight_grad import _dw_from_patches_of_x, _weight_grad, conv2d_weight_grad
 
 __all__ = [
@@ -102,8 +102,8 @@ def _forward_by_shifts(w, g: ConvGeometry, nb: int, xp):
     views of the flat padded block (:func:`refdlrt.ops.conv_shifted.shifted_conv`)."""
     Hp, Wp = g.padded_size
     w_taps = xp.ascontiguousarray(w.transpose(2, 3, 1, 0))  # kh, kw, C, O
-    flat, xpad = flat_padded(nb, (Hp, Wp), g.c_in, g.kernel, g.dilation, w.dtype, xp)
-    acc, tmp = (xp.empty((nb * Hp * Wp, g.c_out), dtype=w.dtype) for _ in range(2))
+    flat, xpad, acc, tmp = shifted_buffers(nb, (Hp, Wp), g.c_in, g.c_out, g.kernel, g.dilation,
+                                           w.dtype, xp)
 
     def forward_block(x_n):
         n = x_n.shape[0]
@@ -208,8 +208,7 @@ def _dx_by_transposed_conv(w, g: ConvGeometry, nb: int, xp):
     wf = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1))  # kh, kw, O, C
     shifts = shifted_route_pays(O, C, (Lh, Lw), (H, W), (1, 1))  # few output channels: no im2col
     if shifts:
-        flat, e = flat_padded(nb, (Lh, Lw), O, g.kernel, g.dilation, w.dtype, xp)
-        acc, tmp = (xp.empty((nb * Lh * Lw, C), dtype=w.dtype) for _ in range(2))
+        flat, e, acc, tmp = shifted_buffers(nb, (Lh, Lw), O, C, g.kernel, g.dilation, w.dtype, xp)
     else:
         e = xp.zeros((nb, Lh, Lw, O), dtype=w.dtype)  # zero off the lattice, always
         col = xp.empty((nb, H, W, kh, kw, O), dtype=w.dtype)

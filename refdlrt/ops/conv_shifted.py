@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from ..backend import get_xp
 
-__all__ = ["shifted_route_pays", "flat_padded", "shifted_conv"]
+__all__ = ["shifted_route_pays", "shifted_buffers", "shifted_conv"]
 
 # Largest reduction (input) channel count at which the shifted GEMMs beat im2col + one GEMM,
 # the most output channels per input channel, and the most wide-grid rows per output row they
@@ -66,14 +66,17 @@ def _tail(kernel: tuple, dilation: tuple, width: int) -> int:
     return dilation[0] * (kernel[0] - 1) * width + dilation[1] * (kernel[1] - 1)
 
 
-def flat_padded(nb: int, padded: tuple, c: int, kernel: tuple, dilation: tuple, dtype, xp):
-    """Buffers for nb samples of a padded (Hp, Wp) input with c channels, for a kernel of size
-    ``kernel`` and ``dilation``: (flat, apad), a zero buffer of nb Hp Wp + tail rows of c
-    numbers, and its first nb Hp Wp rows as the padded NHWC block apad (nb, Hp, Wp, c) to
-    write the input into."""
+def shifted_buffers(nb: int, padded: tuple, c_in: int, c_out: int, kernel: tuple,
+                    dilation: tuple, dtype, xp):
+    """Buffers of :func:`shifted_conv` for nb samples of a padded (Hp, Wp) input with c_in
+    channels, a kernel of size ``kernel`` and ``dilation``, and c_out output channels:
+    (flat, apad, acc, tmp). flat is a zero buffer of nb Hp Wp + tail rows of c_in numbers,
+    apad its first nb Hp Wp rows as the padded NHWC block (nb, Hp, Wp, c_in) to write the
+    input into; acc and tmp hold nb Hp Wp rows of c_out numbers."""
     Hp, Wp = padded
-    flat = xp.zeros((nb * Hp * Wp + _tail(kernel, dilation, Wp), c), dtype=dtype)
-    return flat, flat[: nb * Hp * Wp].reshape(nb, Hp, Wp, c)
+    flat = xp.zeros((nb * Hp * Wp + _tail(kernel, dilation, Wp), c_in), dtype=dtype)
+    acc, tmp = (xp.empty((nb * Hp * Wp, c_out), dtype=dtype) for _ in range(2))
+    return flat, flat[: nb * Hp * Wp].reshape(nb, Hp, Wp, c_in), acc, tmp
 
 
 def shifted_conv(flat, n: int, padded: tuple, w_taps, dilation: tuple, out_size: tuple, acc, tmp):
@@ -81,7 +84,7 @@ def shifted_conv(flat, n: int, padded: tuple, w_taps, dilation: tuple, out_size:
 
     Parameters
     ----------
-    flat : (>= n Hp Wp + tail, C) from :func:`flat_padded`, the first n samples written
+    flat : (>= n Hp Wp + tail, C) from :func:`shifted_buffers`, the first n samples written
     w_taps : (kh, kw, C, O), w_taps[i, j] = w[:, :, i, j]^T
     acc, tmp : work buffers of at least n Hp Wp rows of O numbers
     n, padded, dilation, out_size : samples in the block, (Hp, Wp), (dh, dw), (Ho, Wo)
