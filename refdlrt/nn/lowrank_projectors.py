@@ -199,7 +199,7 @@ class TuckerConvProjector(_ReducedProjector):
 
     ROUTES = ("auto", "plain", "blocks", "dense")
 
-    def __init__(self, x, z1, dy, dz2, factors, geometry, reduced_own=None, route="auto"):
+    def __init__(self, x, z1, dy, dz2, factors, geometry, route="auto"):
         super().__init__((dy.shape[1], x.shape[1], factors[2].shape[0], factors[3].shape[0]))
         if route not in self.ROUTES:
             raise ValueError(f"TuckerConvProjector: route: expected one of {self.ROUTES}, got {route!r}")
@@ -211,12 +211,6 @@ class TuckerConvProjector(_ReducedProjector):
             route = min(("dense", "plain", "blocks"), key=self.cost)  # ties: the first
         self.route = route
         self._G = None
-        if reduced_own is not None:
-            self.remember_own(reduced_own)
-
-    def remember_own(self, dK):
-        """Memoise the small-kernel gradient of the layer's backward: reduced(U0, U1)."""
-        self._remember(self.U0, self.U1, dK)
 
     def cost(self, route: str) -> float:
         """Model cost of one TDLRT step's projections (multiply-adds, im2col copies included)
