@@ -268,21 +268,26 @@ def test_plain_route_k_steps_convolve_only_core_sized_channels(rng, monkeypatch)
     assert seen == [("f", (2, 3, 3, 3)), ("dx", (2, 3, 3, 3))], seen
 
 
+def _drawn_layer_on_route(data, xp, route):
+    """A drawn Tucker conv after forward and backward on ``route``: (layer, projector, the
+    dense G as a DenseGradient oracle, the case's seed)."""
+    case = data.draw(tucker_conv_cases())
+    layer, x, dy = make_layer("tucker", case, xp)
+    layer.projection_route = route
+    layer.forward(x)
+    layer.backward(dy)
+    return layer, layer.projector(), DenseGradient(dense_reference("tucker", layer, x, dy)[2]), case[-1]
+
+
 @pytest.mark.parametrize("route", ["plain", "blocks", "dense"])
 @given(data=st.data())
 def test_k_gradient_equals_the_textbook_contraction(xp, route, data):
     """fast = readable for the K-steps: k_gradient(i, mats, Q) = Mat_i(G x_j mats[j]^T) Q with
     the dense G, for every mode, at the layer's factors (the contracted convolutions on
     "plain") and at other matrices (the fallback)."""
-    case = data.draw(tucker_conv_cases())
-    layer, x, dy = make_layer("tucker", case, xp)
-    layer.projection_route = route
-    layer.forward(x)
-    layer.backward(dy)
-    P = layer.projector()
-    oracle = DenseGradient(dense_reference("tucker", layer, x, dy)[2])
+    layer, P, oracle, seed = _drawn_layer_on_route(data, xp, route)
     Y = layer.weight
-    rng = np.random.default_rng(case[-1] + 3)
+    rng = np.random.default_rng(seed + 3)
     for i in range(4):
         Q = qr_signfixed(unfold(Y.core, i).T)[0]
         own = [None if j == i else U for j, U in enumerate(Y.factors)]
@@ -343,17 +348,11 @@ def test_fast_routes_equal_the_dense_gradient_after_the_k_steps(xp, route, data)
     """fast = readable: after the K-steps' projections are memoised, G x_0 A0^T x_1 A1^T on the
     fast route equals the dense G's projection, for bases that extend U_i (the S-step's case),
     lie inside range(U_i) (no new direction) or are arbitrary."""
-    case = data.draw(tucker_conv_cases())
-    layer, x, dy = make_layer("tucker", case, xp)
-    layer.projection_route = route
-    layer.forward(x)
-    layer.backward(dy)
-    P = layer.projector()
+    layer, P, oracle, seed = _drawn_layer_on_route(data, xp, route)
     U = layer.weight.factors
     P.project([None, U[1], U[2], U[3]])  # the K-steps of modes 0 and 1
     P.project([U[0], None, U[2], U[3]])
-    oracle = DenseGradient(dense_reference("tucker", layer, x, dy)[2])
-    rng = np.random.default_rng(case[-1] + 2)
+    rng = np.random.default_rng(seed + 2)
 
     def extend(Ui, n):  # an orthonormal basis of range(U_i) + up to 2 random directions
         k = min(Ui.shape[1] + 2, n)

@@ -230,8 +230,9 @@ def tucker_conv2d_backward(dy, cache: TuckerConvCache, *, route="auto"):
     conv's kernel gradient dK = G x_0 U_0^T x_1 U_1^T is not computed here either: only the
     K-steps of the spatial modes ask for it (taken when those modes are not square, or not
     adaptive: fixed-rank steps, warm-up and fine-tune epochs, ``conv_adaptive_modes``) and
-    diagnostics; the projector then takes it from z1 and dz2, or from G on its "dense" route. ``route`` picks how the projector
-    computes the step's projections (:class:`TuckerConvProjector`).
+    diagnostics; the projector then takes it from z1 and dz2, or from G on its "dense" route.
+    ``route`` picks how the projector computes the step's projections
+    (:class:`TuckerConvProjector`).
     """
     x, Y = cache.x, cache.Y
     check_grad(dy, cache.y_shape, x.dtype, "tucker_conv2d_backward: dy", layout=" (the output's)")
