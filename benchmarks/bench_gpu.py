@@ -1,9 +1,23 @@
-"""GPU benchmark: refdlrt's conv2d and Tucker layer on CuPy against PyTorch/cuDNN, float32.
+"""GPU benchmark: refdlrt on CuPy against PyTorch/cuDNN on the same GPU, float32.
 
-    python benchmarks/bench_gpu.py [--repeats R] [--json PATH]
+    python benchmarks/bench_gpu.py [--repeats R] [--only conv,layer,steps] [--json PATH]
 
-Needs CuPy and a GPU; PyTorch with CUDA is optional (its columns are left empty without it).
-Prints one table; target: conv forward + backward <= 2x cuDNN in float32.
+Needs CuPy and a GPU; PyTorch with CUDA is optional (its columns stay empty without it).
+
+conv   conv2d forward + backward, N = 128, 64 -> 64, 32x32, 3x3, pad 1: ours / cuDNN.
+       Target <= 2.
+layer  the same layer at Tucker ranks (r, r, 3, 3), r = 4, 8, 16, 32: our dense f+b; our Tucker
+       f+b; Tucker f+b + projections + ``tdlrt_step`` (the whole TDLRT update of the layer, as
+       ``benchmarks/run.py``'s layer section on the CPU); and torch's Tucker chain
+       (1x1 conv by U_1^T, the r_0 x r_1 x 3 x 3 core conv, 1x1 conv by U_0) forward + backward
+       by autograd, the same FLOPs as our Tucker f+b.
+steps  training steps on the embedded MNIST data, lenet5 and vgg_small, dense and tdlrt
+       (CLI defaults, ``--backend cupy``): one epoch of 2,048 images to let the ranks settle,
+       then 20 steps of each in turn on the same batches, synchronised; median ms and
+       tdlrt / dense.
+
+Every timing synchronises the device before the clock is read. A section that fails prints
+its traceback and the others still run (exit status 1).
 """
 
 from __future__ import annotations
@@ -12,8 +26,11 @@ import argparse
 import json
 import statistics
 import time
+import traceback
 
 import numpy as np
+
+SECTIONS = ("conv", "layer", "steps")
 
 
 def _sync():
@@ -23,7 +40,9 @@ def _sync():
 
 
 def _time(fn, repeats, sync):
-    for _ in range(2):  # warm-up (kernel compilation, cuDNN autotune, memory pool)
+    """Median seconds of ``fn()`` over ``repeats`` runs, after two warm-ups (kernel compilation,
+    cuDNN autotune, the memory pool)."""
+    for _ in range(2):
         fn()
     sync()
     out = []
@@ -35,79 +54,201 @@ def _time(fn, repeats, sync):
     return statistics.median(out)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--json", default=None, help="also write the rows as JSON here")
-    args = ap.parse_args(argv)
-
-    import cupy
-
-    from refdlrt.dlrt.problems import random_tucker
-    from refdlrt.nn.lowrank_layers import tucker_conv2d_backward, tucker_conv2d_forward
-    from refdlrt.ops.conv import conv2d_backward, conv2d_forward
-    from refdlrt.tensor.tucker import Tucker
-
+def _torch_cuda():
     try:
         import torch
-
-        has_torch = torch.cuda.is_available()
     except ImportError:
-        has_torch = False
-    rng = np.random.default_rng(0)
+        return None
+    return torch if torch.cuda.is_available() else None
+
+
+def _problem(rng):
+    import cupy
+
     N, C, H, k = 128, 64, 32, 3
     x = cupy.asarray(rng.standard_normal((N, C, H, H)), dtype=cupy.float32)
     w = cupy.asarray(rng.standard_normal((C, C, k, k)) / 24, dtype=cupy.float32)
-    b = cupy.zeros(C, dtype=cupy.float32)
     dy = cupy.asarray(rng.standard_normal((N, C, H, H)), dtype=cupy.float32)
+    return x, w, dy
 
-    def ours_conv():
-        y, c = conv2d_forward(x, w, b, padding=1)
+
+def section_conv(repeats, rng):
+    import cupy
+
+    from refdlrt.ops.conv import conv2d_backward, conv2d_forward
+
+    x, w, dy = _problem(rng)
+    b = cupy.zeros(w.shape[0], dtype=cupy.float32)
+
+    def ours():
+        _, c = conv2d_forward(x, w, b, padding=1)
         conv2d_backward(dy, c)
 
-    rows = []
-    t_ours = _time(ours_conv, args.repeats, _sync)
-    t_torch = None
-    if has_torch:
+    t_ours, t_torch, torch = _time(ours, repeats, _sync), None, _torch_cuda()
+    if torch is not None:
         tx = torch.as_tensor(cupy.asnumpy(x), device="cuda").requires_grad_()
         tw = torch.as_tensor(cupy.asnumpy(w), device="cuda").requires_grad_()
-        tb = torch.zeros(C, device="cuda", requires_grad=True)
+        tb = torch.zeros(w.shape[0], device="cuda", requires_grad=True)
         tdy = torch.as_tensor(cupy.asnumpy(dy), device="cuda")
 
-        def torch_conv():
+        def theirs():
             y = torch.nn.functional.conv2d(tx, tw, tb, padding=1)
             torch.autograd.grad(y, (tx, tw, tb), tdy)
 
-        t_torch = _time(torch_conv, args.repeats, torch.cuda.synchronize)
-    rows.append(dict(case="conv2d f+b, N=128 64->64 32x32 3x3", ours_ms=1e3 * t_ours,
-                     torch_ms=None if t_torch is None else 1e3 * t_torch,
-                     ratio=None if t_torch is None else t_ours / t_torch, target="<= 2"))
+        t_torch = _time(theirs, repeats, torch.cuda.synchronize)
+    return [dict(case="conv2d f+b, N=128 64->64 32x32 3x3", ours_ms=1e3 * t_ours,
+                 torch_ms=None if t_torch is None else 1e3 * t_torch,
+                 ratio=None if t_torch is None else t_ours / t_torch, target="<= 2 (vs cuDNN)")]
+
+
+def section_layer(repeats, rng):
+    import cupy
+
+    from refdlrt.dlrt.integrator import tdlrt_step
+    from refdlrt.nn.lowrank_layers import TuckerConv2d
+    from refdlrt.ops.conv import conv2d_backward, conv2d_forward
+
+    x, w, dy = _problem(rng)
+    k, torch = w.shape[2], _torch_cuda()
+
+    def dense():
+        _, c = conv2d_forward(x, w, None, padding=1)
+        conv2d_backward(dy, c)
+
+    t_dense, rows = _time(dense, repeats, _sync), []
     for r in (4, 8, 16, 32):
-        Y = random_tucker((C, C, k, k), (r, r, 3, 3), rng)
-        Yc = Tucker(cupy.asarray(Y.core, dtype=cupy.float32),
-                    tuple(cupy.asarray(U, dtype=cupy.float32) for U in Y.factors))
+        ranks = (r, r, k, k)
+        layer = TuckerConv2d.from_dense(w, None, ranks=ranks, padding=1)
 
-        def tucker():
-            y, c = tucker_conv2d_forward(x, Yc, b, padding=1)
-            _, _, proj = tucker_conv2d_backward(dy, c)
-            proj.project([None, *Yc.factors[1:]])
-            proj.project([Yc.factors[0], None, *Yc.factors[2:]])
+        def fb():
+            layer.forward(x)
+            layer.backward(dy)
 
-        t = _time(tucker, args.repeats, _sync)
-        rows.append(dict(case=f"Tucker layer f+b+2 projections, ranks ({r},{r},3,3)",
-                         ours_ms=1e3 * t, torch_ms=None, ratio=t / t_ours,
-                         target="vs our dense conv f+b"))
-    print(f"GPU: {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}, CuPy {cupy.__version__}, "
-          f"torch CUDA: {'yes' if has_torch else 'no'}")
-    print(f"{'case':<52} {'ours ms':>9} {'torch ms':>9} {'ratio':>7}  target")
-    for row in rows:
-        tm = "" if row["torch_ms"] is None else f"{row['torch_ms']:.2f}"
-        ra = "" if row["ratio"] is None else f"{row['ratio']:.2f}"
-        print(f"{row['case']:<52} {row['ours_ms']:>9.2f} {tm:>9} {ra:>7}  {row['target']}")
+        def full():
+            fb()
+            Y, _ = tdlrt_step(layer.weight, layer.projector(), 0.01, 0.0, r_min=r, r_max=ranks,
+                              diagnostics=False)
+            if tuple(Y.ranks) != ranks:
+                raise RuntimeError(f"layer: ranks changed to {Y.ranks}, expected {ranks}")
+
+        t_fb, t_full, t_torch = _time(fb, repeats, _sync), _time(full, repeats, _sync), None
+        if torch is not None:
+            Yd = layer.weight
+            U0, U1, U2, U3 = (torch.as_tensor(cupy.asnumpy(U), device="cuda") for U in Yd.factors)
+            core = torch.as_tensor(cupy.asnumpy(Yd.core), device="cuda")
+            K = torch.einsum("abij,ki,lj->abkl", core, U2, U3).contiguous().requires_grad_()
+            A1 = U1.T.contiguous()[:, :, None, None].requires_grad_()  # r1, C_in, 1, 1
+            A0 = U0.contiguous()[:, :, None, None].requires_grad_()  # C_out, r0, 1, 1
+            tx = torch.as_tensor(cupy.asnumpy(x), device="cuda").requires_grad_()
+            tdy = torch.as_tensor(cupy.asnumpy(dy), device="cuda")
+            F = torch.nn.functional
+
+            def chain():
+                y = F.conv2d(F.conv2d(F.conv2d(tx, A1), K, padding=1), A0)
+                torch.autograd.grad(y, (tx, A1, K, A0), tdy)
+
+            t_torch = _time(chain, repeats, torch.cuda.synchronize)
+        rows.append(dict(case=f"Tucker ranks ({r},{r},3,3)", dense_ms=1e3 * t_dense,
+                         tucker_fb_ms=1e3 * t_fb, tucker_full_ms=1e3 * t_full,
+                         torch_chain_ms=None if t_torch is None else 1e3 * t_torch,
+                         full_over_dense=t_full / t_dense,
+                         fb_over_torch=None if t_torch is None else t_fb / t_torch))
+    return rows
+
+
+def section_steps(repeats, rng):
+    import cupy
+
+    from refdlrt.training.datasets import load_dataset
+    from refdlrt.training.trainer import TrainConfig, Trainer
+
+    data, rows = load_dataset("embedded"), []
+    for model in ("lenet5", "vgg_small"):
+        trainers = {}
+        for method in ("dense", "tdlrt"):
+            tr = Trainer(TrainConfig(model=model, method=method, epochs=1, train_size=2048,
+                                     backend="cupy"), data)
+            t0 = time.perf_counter()
+            tr.run_epoch()
+            _sync()
+            trainers[method] = (tr, time.perf_counter() - t0)
+        seconds = {m: [] for m in trainers}
+        for _ in range(2 * repeats):
+            some = trainers["dense"][0]
+            idx = np.sort(rng.choice(len(some.data.y_train), some.cfg.batch_size, replace=False))
+            for m, (tr, _) in trainers.items():
+                xb = cupy.asarray(tr.data.x_train[idx], dtype=tr.dtype)
+                yb = cupy.asarray(tr.data.y_train[idx])
+                _sync()
+                t0 = time.perf_counter()
+                tr.train_step(xb, yb, tr.cfg.lr / 2)
+                _sync()
+                seconds[m].append(time.perf_counter() - t0)
+        d, t = (1e3 * statistics.median(seconds[m]) for m in ("dense", "tdlrt"))
+        tr = trainers["tdlrt"][0]
+        rows.append(dict(case=f"{model} training step (batch 64)", dense_ms=d, tdlrt_ms=t,
+                         ratio=t / d, epoch_s={m: v[1] for m, v in trainers.items()},
+                         ranks={k: list(v) for k, v in tr.ranks().items()},
+                         lowrank_param_fraction=tr.counts()["lowrank_param_fraction"]))
+    return rows
+
+
+def _print(name, rows):
+    if not rows:
+        return
+    keys = list(rows[0])
+    cells = [keys] + [[_fmt(r.get(k)) for k in keys] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(keys))]
+    print(f"\n== {name}")
+    for c in cells:
+        print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in
+                        enumerate(zip(c, widths))), flush=True)
+
+
+def _fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+    if isinstance(v, dict):
+        return "; ".join(f"{k} {_fmt(x) if not isinstance(x, list) else ','.join(map(str, x))}"
+                         for k, x in v.items())
+    return str(v)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    ap.add_argument("--json", default=None, help="also write the rows as JSON here")
+    args = ap.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    if not only or any(s not in SECTIONS for s in only):
+        ap.error(f"--only: expected names from {','.join(SECTIONS)}, got {args.only!r}")
+
+    import cupy
+
+    torch = _torch_cuda()
+    print(f"GPU: {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}, CuPy "
+          f"{cupy.__version__}, torch CUDA: {torch.__version__ if torch else 'no'}", flush=True)
+    fns = dict(conv=section_conv, layer=section_layer, steps=section_steps)
+    out, status = {}, 0
+    for name in only:
+        t0 = time.perf_counter()
+        try:
+            out[name] = fns[name](args.repeats, np.random.default_rng(0))
+        except Exception:  # report, and still run the other sections
+            traceback.print_exc()
+            out[name], status = f"failed: {traceback.format_exc(limit=3)}", 1
+            continue
+        _print(f"{name} ({time.perf_counter() - t0:.0f} s)", out[name])
+        if args.json:  # after each section, so a later crash or timeout keeps what ran
+            with open(args.json, "w") as f:
+                json.dump(out, f, indent=1)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    return 0
+            json.dump(out, f, indent=1)
+    return status
 
 
 if __name__ == "__main__":

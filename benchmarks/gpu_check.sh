@@ -1,28 +1,56 @@
 #!/usr/bin/env bash
 # One prepared GPU check, under 5 minutes: the suite's GPU tests, the validation on CuPy, and the
-# GPU benchmark against PyTorch/cuDNN. Run from the repository root on a machine with an NVIDIA
-# GPU, after installing CuPy for its CUDA version:
-#   CUDA 12.x: pip install -e ".[gpu]"        (cupy-cuda12x)
-#   CUDA 13.x: pip install -e ".[gpu-cuda13]" (cupy-cuda13x)
-# (`nvidia-smi` prints the driver's CUDA version.) Results go to ${OUT:-gpu_check_out}/.
+# GPU benchmark against PyTorch/cuDNN. Run from anywhere on a machine with an NVIDIA GPU, after
+# installing refdlrt with CuPy for the driver's CUDA version (`nvidia-smi` prints it, top right):
+#   CUDA 12.x: pip install -e ".[gpu,test]"        (cupy-cuda12x)
+#   CUDA 13.x: pip install -e ".[gpu-cuda13,test]" (cupy-cuda13x)
+# Without an install, the checkout is put on PYTHONPATH (the commands run as `python -m refdlrt`).
+# PYTHON picks the interpreter (default: python3, else python). Results go to
+# ${OUT:-gpu_check_out}/ (at most 8 files: a log per step, the benchmark's JSON, the validation's
+# report).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_check_out}
 mkdir -p "$OUT"
+PY=${PYTHON:-$(command -v python3 || command -v python)}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 status=0
-python - <<'PY' || { echo "no usable GPU / CuPy: stop"; exit 2; }
-import cupy, refdlrt.backend as b
+"$PY" - <<'PY' 2>&1 | tee "$OUT/machine.txt" || { echo "no usable GPU / CuPy: stop"; exit 2; }
+import subprocess, sys
+import cupy, numpy, refdlrt, refdlrt.backend as b
 assert b.gpu_available(), "refdlrt.backend.gpu_available() is False"
 p = cupy.cuda.runtime.getDeviceProperties(0)
-print("GPU:", p["name"].decode(), "| CuPy", cupy.__version__, "| CUDA runtime", cupy.cuda.runtime.runtimeGetVersion())
+print("GPU:", p["name"].decode(), "| CuPy", cupy.__version__, "| CUDA runtime",
+      cupy.cuda.runtime.runtimeGetVersion(), "| driver", cupy.cuda.runtime.driverGetVersion())
+print("Python", sys.version.split()[0], "| NumPy", numpy.__version__, "| refdlrt", refdlrt.__file__)
+try:
+    import torch
+    print("torch", torch.__version__, "| CUDA:", torch.cuda.is_available())
+except ImportError:
+    print("torch: not installed (the cuDNN columns stay empty)")
 PY
+# pytest-xdist, where installed, spreads the tests over 4 processes sharing the GPU
+XDIST=$("$PY" -c "import xdist" 2>/dev/null && echo "-n 4")
+TIMEOUT=$("$PY" -c "import pytest_timeout" 2>/dev/null && echo "--timeout 120")
+
 echo "== GPU tests (CuPy variants of the suite, and CuPy vs NumPy agreement)"
-timeout 150 python -m pytest -q -p no:cacheprovider -k "cupy or gpu" tests/ 2>&1 | tail -n 15 | tee "$OUT/tests.txt" || status=1
+timeout 200 "$PY" -m pytest -q -p no:cacheprovider $XDIST $TIMEOUT -k "cupy or gpu" tests/ \
+    >"$OUT/tests.txt" 2>&1 || status=1
+tail -n 25 "$OUT/tests.txt"
+
 echo "== refdlrt validate --quick --backend cupy"
-timeout 90 refdlrt validate --quick --backend cupy --out "$OUT/validate" 2>&1 | tail -n 14 | tee "$OUT/validate.txt" || status=1
-echo "== benchmark (float32): conv and Tucker layer vs PyTorch/cuDNN"
-timeout 60 python benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" 2>&1 | tee "$OUT/bench.txt" || status=1
+rm -rf /tmp/refdlrt_gpu_validate
+timeout 120 "$PY" -m refdlrt validate --quick --backend cupy --out /tmp/refdlrt_gpu_validate \
+    >"$OUT/validate.txt" 2>&1 || status=1
+tail -n 14 "$OUT/validate.txt"
+cp /tmp/refdlrt_gpu_validate/report.md "$OUT/validate_report.md" 2>/dev/null
+
+echo "== benchmark (float32): conv, Tucker layer and training steps vs PyTorch/cuDNN"
+timeout 120 "$PY" benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" 2>&1 \
+    | tee "$OUT/bench.txt" || status=1
+
 echo "== conv routes on the GPU: im2col vs shifted GEMMs (the rule was measured on a CPU)"
-timeout 60 python benchmarks/conv_routes.py --backend cupy --repeats 5 2>&1 | tee "$OUT/conv_routes.txt" || status=1
+timeout 50 "$PY" benchmarks/conv_routes.py --backend cupy --repeats 5 2>&1 \
+    | tee "$OUT/conv_routes.txt" || status=1
 echo "gpu_check: $([ $status = 0 ] && echo all steps ran || echo a step failed), results in $OUT/"
 exit $status

@@ -61,6 +61,9 @@ def test_console_script_help_and_version():
     assert out.returncode == 0 and refdlrt.__version__ in out.stdout
     out = subprocess.run([sys.executable, "-m", "refdlrt.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "train" in out.stdout and "demo" in out.stdout
+    # python -m refdlrt: the same command where no console script is installed (a GPU machine)
+    out = subprocess.run([sys.executable, "-m", "refdlrt", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and refdlrt.__version__ in out.stdout
 
 
 def test_namespace_names_and_errors():
