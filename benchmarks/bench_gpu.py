@@ -4,8 +4,13 @@
 
 Needs CuPy and a GPU; PyTorch with CUDA is optional (its columns stay empty without it).
 
-conv   conv2d forward + backward, N = 128, 64 -> 64, 32x32, 3x3, pad 1: ours / cuDNN.
-       Target <= 2.
+conv   conv2d forward + backward, N = 128, 64 -> 64, 32x32, 3x3, pad 1: ours / cuDNN, with
+       TF32 off (float32 arithmetic, as ours; the target's reference, <= 2) and on (PyTorch's
+       default for cuDNN convolutions: 10-bit mantissas in the products). Then ours in pieces:
+       forward, backward, and the forward's NHWC padding copy, im2col copy and GEMM alone.
+linalg the integrator's decompositions (SVD, eigh of the Gram matrix, QR) of float32 matrices
+       of its sizes: cuSOLVER (cupy.linalg) against the host's LAPACK with both copies
+       (``refdlrt.tensor.linalg._decompose``'s route for at most 2**16 entries).
 layer  the same layer at Tucker ranks (r, r, 3, 3), r = 4, 8, 16, 32: our dense f+b; our Tucker
        f+b; Tucker f+b + projections + ``tdlrt_step`` (the whole TDLRT update of the layer, as
        ``benchmarks/run.py``'s layer section on the CPU); and torch's Tucker chain
@@ -30,7 +35,7 @@ import traceback
 
 import numpy as np
 
-SECTIONS = ("conv", "layer", "steps")
+SECTIONS = ("conv", "linalg", "layer", "steps")
 
 
 def _sync():
@@ -95,10 +100,75 @@ def section_conv(repeats, rng):
             y = torch.nn.functional.conv2d(tx, tw, tb, padding=1)
             torch.autograd.grad(y, (tx, tw, tb), tdy)
 
-        t_torch = _time(theirs, repeats, torch.cuda.synchronize)
-    return [dict(case="conv2d f+b, N=128 64->64 32x32 3x3", ours_ms=1e3 * t_ours,
-                 torch_ms=None if t_torch is None else 1e3 * t_torch,
-                 ratio=None if t_torch is None else t_ours / t_torch, target="<= 2 (vs cuDNN)")]
+        t_torch = {}
+        for tf32 in (False, True):
+            torch.backends.cudnn.allow_tf32 = tf32
+            t_torch[tf32] = _time(theirs, repeats, torch.cuda.synchronize)
+        torch.backends.cudnn.allow_tf32 = True  # PyTorch's default
+    rows = []
+    for tf32, label in ((False, "cuDNN float32 (TF32 off)"), (True, "cuDNN TF32 (torch default)")):
+        tt = None if t_torch is None else t_torch[tf32]
+        rows.append(dict(case=f"conv2d f+b, N=128 64->64 32x32 3x3 vs {label}", ours_ms=1e3 * t_ours,
+                         torch_ms=None if tt is None else 1e3 * tt,
+                         ratio=None if tt is None else t_ours / tt,
+                         target="<= 2" if not tf32 else "(info)"))
+    rows.extend(_conv_pieces(x, w, b, dy, repeats))
+    return rows
+
+
+def _conv_pieces(x, w, b, dy, repeats):
+    """Our conv's forward and backward alone, and the forward's three steps alone."""
+    import cupy
+
+    from refdlrt.ops import conv as C
+    from refdlrt.ops.conv_patches import _im2col_into, _pad_nhwc_into
+
+    g = C._geometry(x, w, b, 1, 1, 1)
+    (kh, kw), (Hp, Wp), (Ho, Wo) = g.kernel, g.padded_size, g.out_size
+    n, Cin, O = g.n, g.c_in, g.c_out
+    xpad = cupy.zeros((n, Hp, Wp, Cin), dtype=x.dtype)
+    col = cupy.empty((n, Ho, Wo, kh, kw, Cin), dtype=x.dtype)
+    w_mat, out = C._kernel_matrix(w), cupy.empty((n * Ho * Wo, O), dtype=x.dtype)
+    _, cache = C.conv2d_forward(x, w, b, padding=1)
+    parts = dict(
+        forward=lambda: C.conv2d_forward(x, w, b, padding=1),
+        backward=lambda: C.conv2d_backward(dy, cache),
+        backward_dw_only=lambda: C.conv2d_backward(dy, cache, need_dx=False),
+        pad_nhwc=lambda: _pad_nhwc_into(xpad, x, g),
+        im2col_copy=lambda: _im2col_into(col, xpad, (1, 1), (1, 1)),
+        gemm=lambda: cupy.matmul(col.reshape(n * Ho * Wo, -1), w_mat, out=out),
+    )
+    gemm_flop = 2 * n * Ho * Wo * kh * kw * Cin * O
+    rows = []
+    for name, fn in parts.items():
+        t = _time(fn, repeats, _sync)
+        extra = f"{gemm_flop / t / 1e12:.1f} TFLOP/s" if name == "gemm" else ""
+        rows.append(dict(case=f"  ours: {name}", ours_ms=1e3 * t, torch_ms=None, ratio=None,
+                         target=extra))
+    return rows
+
+
+def section_linalg(repeats, rng):
+    import cupy
+
+    from refdlrt.tensor import linalg
+
+    rows = []
+    for m, n in ((32, 32), (64, 64), (128, 64), (576, 32), (1024, 64), (256, 256), (2048, 64),
+                 (512, 512)):
+        A = cupy.asarray(rng.standard_normal((m, n)), dtype=cupy.float32)
+        M = A.T @ A
+        row = dict(case=f"{m}x{n}")
+        for name, arg, kw in (("svd", A, {"full_matrices": False}), ("eigh", M, {}),
+                              ("qr", A, {})):
+            dev = _time(lambda: getattr(cupy.linalg, name)(arg, **kw), repeats, _sync)
+            host = _time(lambda: tuple(cupy.asarray(o) for o in
+                                       getattr(np.linalg, name)(cupy.asnumpy(arg), **kw)),
+                         repeats, _sync)
+            row[f"{name}_cusolver_ms"], row[f"{name}_host_ms"] = 1e3 * dev, 1e3 * host
+        row["host_route"] = A.size <= linalg._HOST_LINALG_MAX
+        rows.append(row)
+    return rows
 
 
 def section_layer(repeats, rng):
@@ -231,7 +301,8 @@ def main(argv=None):
     torch = _torch_cuda()
     print(f"GPU: {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}, CuPy "
           f"{cupy.__version__}, torch CUDA: {torch.__version__ if torch else 'no'}", flush=True)
-    fns = dict(conv=section_conv, layer=section_layer, steps=section_steps)
+    fns = dict(conv=section_conv, linalg=section_linalg, layer=section_layer,
+               steps=section_steps)
     out, status = {}, 0
     for name in only:
         t0 = time.perf_counter()

@@ -65,10 +65,10 @@ def main() -> None:
                     T.setdefault(("dx", force), []).append(t2 - t1)
         m = {key: 1e3 * float(np.median(v)) for key, v in T.items()}
         g = cache[3]
-        fwd_rule = conv._select_forward_route(g) is conv._forward_by_shifts
+        fwd_rule = conv._select_forward_route(g, xp) is conv._forward_by_shifts
         Lh, Lw = H + k - 1, H + k - 1
         dx_rule = (conv._select_dx_route(g) is conv._dx_by_transposed_conv
-                   and conv.shifted_route_pays(O, C, (Lh, Lw), (H, H), (1, 1)))
+                   and conv.shifted_route_pays(O, C, (Lh, Lw), (H, H), (1, 1), xp))
         name = f"{C}->{O} {H}x{H} k{k} p{p_} N{N}"
         print(f"{name:>26} {m['f', False]:10.1f} {m['f', True]:8.1f} {m['f', True] / m['f', False]:6.2f} "
               f"{m['dx', False]:10.1f} {m['dx', True]:8.1f} {m['dx', True] / m['dx', False]:6.2f}  "

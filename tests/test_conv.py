@@ -759,6 +759,23 @@ def test_shifted_route_rule(c_reduce, c_out, padded, out, stride, expected):
     from refdlrt.ops.conv_shifted import shifted_route_pays
 
     assert shifted_route_pays(c_reduce, c_out, padded, out, stride) is expected
+    assert shifted_route_pays(c_reduce, c_out, padded, out, stride, np) is expected
+
+
+def test_the_shifted_route_is_never_taken_on_cupy():
+    """On a GPU im2col won at every measured shape (an H200, benchmarks/gpu_check.sh): the rule
+    says no for CuPy where it says yes for NumPy (a stand-in module named cupy: no GPU needed)."""
+    import types
+
+    from refdlrt.ops.conv_shifted import shifted_route_pays
+
+    fake_cupy = types.ModuleType("cupy")
+    case = (16, 16, (34, 34), (32, 32), (1, 1))  # a small core: shifted on NumPy
+    assert shifted_route_pays(*case) and shifted_route_pays(*case, np)
+    assert shifted_route_pays(*case, fake_cupy) is False
+    g = conv._geometry(np.zeros((1, 16, 32, 32)), np.zeros((16, 16, 3, 3)), None, 1, 1, 1)
+    assert conv._select_forward_route(g, np) is conv._forward_by_shifts
+    assert conv._select_forward_route(g, fake_cupy) is conv._forward_by_im2col
 
 
 def test_a_small_core_takes_the_shifted_route_forward_and_for_dx(rng):

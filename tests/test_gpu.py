@@ -3,6 +3,8 @@ inputs (run where a GPU is present, skipped otherwise; the comparison itself is 
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 
@@ -77,7 +79,7 @@ def _cases():
         return y, maxpool2d_backward(y * 0.5 + 1.0, c)
 
     def bn(x, g, be):
-        y, c = batchnorm2d_forward(x, g, be, training=True)[:2]
+        y, c = batchnorm2d_forward(x, g, be, None, None, training=True)[:2]
         return (y, *batchnorm2d_backward(y, c))
 
     def lin(x, w, b):
@@ -133,6 +135,31 @@ def test_one_training_step_on_cupy_agrees_with_numpy():
     assert losses[1] == pytest.approx(losses[0], rel=tolerance(np.float64).rtol)
     for a, b in zip(*weights):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-8 * np.abs(a).max())  # rank choices equal
+
+
+@GPU
+@pytest.mark.gpu
+def test_small_decompositions_run_on_the_host_and_come_back_as_cupy():
+    """A CuPy matrix of at most _HOST_LINALG_MAX entries is decomposed by the host's LAPACK (the
+    same numbers as NumPy's, bit for bit, returned as CuPy arrays); a larger one by cuSOLVER."""
+    import cupy
+
+    from refdlrt.tensor import linalg
+
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((64, 32))
+    for name, M, kw in (("svd", A, {"full_matrices": False}), ("qr", A, {}), ("eigh", A.T @ A, {})):
+        out, ref = linalg._decompose(name, cupy.asarray(M), **kw), getattr(np.linalg, name)(M, **kw)
+        assert len(out) == len(ref)
+        for o, r in zip(out, ref):
+            assert isinstance(o, cupy.ndarray)
+            np.testing.assert_array_equal(o.get(), r)
+    big = rng.standard_normal((300, 256))
+    assert big.size > linalg._HOST_LINALG_MAX
+    with mock.patch.object(np.linalg, "svd", side_effect=AssertionError("took the host route")):
+        s = linalg._decompose("svd", cupy.asarray(big), full_matrices=False)[1]
+    assert isinstance(s, cupy.ndarray)
+    np.testing.assert_allclose(s.get(), np.linalg.svd(big, compute_uv=False), rtol=1e-10)  # σ₁/σ_n ~ 30: well conditioned
 
 
 class _Perturbed:

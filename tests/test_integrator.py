@@ -231,13 +231,15 @@ class EinsumProjector:
     """A projector that computes G x_i A_i^T by its own route (einsum), not DenseGradient."""
 
     def __init__(self, G):
-        self.G = to_numpy(G)
+        # not ``self.G``: tdlrt_step treats an object with a ``G`` as a dense gradient and
+        # checks its backend against Y's (this one keeps a NumPy copy)
+        self.G_host = to_numpy(G)
         self.xp_like = G
 
     def project(self, mats):
         from refdlrt.backend import get_xp
 
-        out = self.G
+        out = self.G_host
         for i, A in enumerate(mats):
             if A is None:
                 continue

@@ -251,7 +251,10 @@ def test_orth_of_a_tall_float32_matrix_by_its_gram_matrix(xp, n, m, decades, ran
     """A tall float32 A goes through AᵀA in float64 (re-orthonormalised when ill-conditioned):
     the same numerical rank and span as the float64 SVD of the same numbers, orthonormal
     columns. Singular values are spread over ``decades`` decades (κ up to 1e6, where the second
-    pass is needed), some exactly zero (rank < m)."""
+    pass is needed), some exactly zero (rank < m). rtol is at least the Gram route's 1e-6, so
+    small matrices take that route too (their default rtol, max(n, m) eps32 < 1e-6 for n < 9,
+    takes the float32 SVD, whose span is only good to eps32 σ_1 / σ_k: cuSOLVER's was off by
+    7e-4 at σ_1 / σ_k = 1e4 on an H200, LAPACK's happened to be closer)."""
     m = min(m, n - 1)
     rng = np.random.default_rng(seed)
     k = min(rank, m)
@@ -260,9 +263,9 @@ def test_orth_of_a_tall_float32_matrix_by_its_gram_matrix(xp, n, m, decades, ran
     sig = np.zeros(m)
     sig[:k] = np.logspace(0, -decades, k) * 10.0 ** rng.uniform(-3, 3) if k else sig[:k]
     A = ((Pl * sig) @ Zr.T).astype(np.float32)
-    Q = to_numpy(orth(xp.asarray(A))).astype(np.float64)
+    rtol = max(max(n, m) * float(np.finfo(np.float32).eps), 1e-6)  # the Gram route's range
+    Q = to_numpy(orth(xp.asarray(A), rtol=rtol)).astype(np.float64)
     P64, s64, _ = np.linalg.svd(A.astype(np.float64), full_matrices=False)
-    rtol = max(n, m) * float(np.finfo(np.float32).eps)
     kept = s64 > rtol * s64[0] if s64[0] > 0 else np.zeros(m, bool)
     margin = np.abs(s64 / max(s64[0], 1e-300) - rtol) > 0.1 * rtol  # no σ near the cut
     if margin.all():
@@ -321,14 +324,21 @@ def test_reorthonormalise_makes_nearly_orthonormal_columns_orthonormal():
 
 def test_orth_below_the_gram_floor_keeps_exact_rank(xp):
     """A wide float32 matrix of exact rank 3 (a repeated row) with rtol below the Gram route's σ
-    floor: LAPACK's SVD decides, so no column outside range(A) comes back (a review finding:
-    the Gram route returned a 4th column in the null space)."""
+    floor: the backend's float32 SVD decides, so no column outside range(A) comes back (a review
+    finding: the Gram route returned a 4th column in the null space). LAPACK gives σ_4 = 8e-16
+    for the repeated row, below the cut at rtol = 1e-9. cuSOLVER's float32 SVD is backward
+    stable too but leaves σ_4 at rounding level (up to eps32 σ_1), above 1e-9 σ_1: there the
+    count is checked against that SVD's own singular values (the route), the exact rank on
+    NumPy only."""
     rng = np.random.default_rng(4)
     A = rng.standard_normal((4, 8)).astype(np.float32)
     A[3] = A[1]
     P64, s64, _ = np.linalg.svd(A.astype(np.float64))
+    s32 = to_numpy(xp.linalg.svd(xp.asarray(A), compute_uv=False))  # the SVD route's own σ
     for rtol in (1e-9, 0.0):
         Q = to_numpy(orth(xp.asarray(A), rtol=rtol)).astype(np.float64)
-        assert Q.shape == (4, int((s64 > rtol * s64[0]).sum()))
+        assert Q.shape == (4, int((s32 > rtol * s32[0]).sum()))
+        if xp is np:  # LAPACK: the float64 count (3 at rtol = 1e-9)
+            assert Q.shape == (4, int((s64 > rtol * s64[0]).sum()))
         if Q.shape[1] == 3:
             assert abs(P64[:, 3] @ Q).max() <= 1e-6  # no column along the left null vector

@@ -113,12 +113,12 @@ def _forward_by_shifts(w, g: ConvGeometry, nb: int, xp):
     return forward_block
 
 
-def _select_forward_route(g: ConvGeometry):
+def _select_forward_route(g: ConvGeometry, xp=None):
     """Shifted GEMMs where :func:`refdlrt.ops.conv_shifted.shifted_route_pays` (stride 1, 2-64
-    input channels), else im2col + one GEMM. (Stride 1 is tested here too: the shifted GEMMs
-    need it, whatever the cost rule says.)"""
+    input channels, NumPy), else im2col + one GEMM. (Stride 1 is tested here too: the shifted
+    GEMMs need it, whatever the cost rule says.)"""
     if g.stride == (1, 1) and shifted_route_pays(g.c_in, g.c_out, g.padded_size, g.out_size,
-                                                 g.stride):
+                                                 g.stride, xp):
         return _forward_by_shifts
     return _forward_by_im2col
 
@@ -147,7 +147,7 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1):
     g = _geometry(x, w, b, stride, padding, dilation)
     xp = get_xp(x, w, b)
     nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
-    forward_block = _select_forward_route(g)(w, g, nb, xp)
+    forward_block = _select_forward_route(g, xp)(w, g, nb, xp)
     y = xp.empty((g.n, g.c_out, *g.out_size), dtype=x.dtype)
     for n0, n1 in blocks:
         y_n = forward_block(x[n0:n1])  # n, Ho, Wo, O
@@ -206,7 +206,7 @@ def _dx_by_transposed_conv(w, g: ConvGeometry, nb: int, xp):
     rows = slice(h0 * sh + offh, (h1 - 1) * sh + offh + 1, sh)
     cols = slice(w0 * sw + offw, (w1 - 1) * sw + offw + 1, sw)
     wf = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1))  # kh, kw, O, C
-    shifts = shifted_route_pays(O, C, (Lh, Lw), (H, W), (1, 1))  # few output channels: no im2col
+    shifts = shifted_route_pays(O, C, (Lh, Lw), (H, W), (1, 1), xp)  # few output channels: no im2col
     if shifts:
         flat, e, acc, tmp = shifted_buffers(nb, (Lh, Lw), O, C, g.kernel, g.dilation, w.dtype, xp)
     else:

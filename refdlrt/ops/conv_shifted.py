@@ -14,8 +14,11 @@ rows or samples and are discarded. It pays kh kw - 1 additions of an n Hp Wp x C
 instead of an im2col copy of n Ho Wo kh kw C_in numbers, so it is the faster route for few
 input channels (the small cores of Tucker layers, and dense layers up to 64 channels);
 :func:`shifted_route_pays` holds the rule.
-The rule was measured on this project's 2-core CPU; a GPU takes it unchanged until
-``benchmarks/gpu_check.sh`` has measured both routes there. A NaN or Inf in an earlier block can
+The rule was measured on this project's 2-core CPU. On a GPU (CuPy) the route is never taken:
+``benchmarks/gpu_check.sh`` measured both routes on an H200, where the shifted GEMMs were
+1.3-5.8x slower in the forward and 1.0-2.7x in dx on all eleven shapes of
+``benchmarks/conv_routes.py`` (the kh kw accumulations are memory passes that the one GEMM of
+im2col does not pay there). A NaN or Inf in an earlier block can
 make the discarded rows of a later one compute inf - inf (a NumPy "invalid value" warning); the
 kept rows never read them.
 The batch blocks are the im2col route's (:func:`refdlrt.ops.conv_patches._batch_blocks`): for a
@@ -42,15 +45,20 @@ _MAX_WASTE = 1.5
 _FEW_CHANNELS, _MAX_WASTE_WIDE = 16, 1.2
 
 
-def shifted_route_pays(c_reduce: int, c_out: int, padded: tuple, out: tuple, stride: tuple) -> bool:
+def shifted_route_pays(c_reduce: int, c_out: int, padded: tuple, out: tuple, stride: tuple,
+                       xp=None) -> bool:
     """Whether to take the shifted GEMMs for a convolution that reduces over ``c_reduce``
-    channels into ``c_out``, on a padded (Hp, Wp) input with an ``out`` (Ho, Wo) output grid.
+    channels into ``c_out``, on a padded (Hp, Wp) input with an ``out`` (Ho, Wo) output grid,
+    on the array library ``xp`` (None: NumPy).
 
-    True where they are the faster route: stride 1, 2 <= c_reduce <= 64
+    Never on CuPy (slower on a GPU at every measured shape, see the module docstring). On NumPy,
+    true where they are the faster route: stride 1, 2 <= c_reduce <= 64
     (one channel makes each GEMM an outer product; 128 channels ran 1.2x slower),
     c_out <= 1.25 c_reduce (the additions grow with c_out: 16 -> 64 channels ran 1.4x slower,
     32 -> 48 1.1x), and a wide grid (padded) at most 1.5 times the output grid (out; LeNet's
     unpadded 5 x 5 layers, at 1.96, ran 2-3x slower), 1.2 times beyond 16 channels."""
+    if xp is not None and xp.__name__.split(".")[0] != "numpy":
+        return False
     if tuple(stride) != (1, 1) or not 2 <= c_reduce <= _MAX_CHANNELS:
         return False
     if c_out > _MAX_WIDENING * c_reduce:

@@ -10,9 +10,12 @@ from ..backend import get_xp
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_backward"]
 
 
-def _check_labels(labels, N, K):
+def _check_is_array(labels):
     if not hasattr(labels, "dtype") or not hasattr(labels, "shape"):
         raise TypeError(f"labels: expected an integer array, got {type(labels).__name__}")
+
+
+def _check_labels(labels, N, K):  # after _check_is_array
     if np.dtype(labels.dtype).kind not in "iu":
         raise TypeError(f"labels: expected an integer dtype, got {labels.dtype}")
     if tuple(labels.shape) != (N,):
@@ -53,6 +56,7 @@ def softmax_cross_entropy(logits, labels):
     N, K = logits.shape
     if N < 1 or K < 1:
         raise ValueError(f"logits: expected N >= 1 and K >= 1, got shape {tuple(logits.shape)}")
+    _check_is_array(labels)  # before get_xp: a list gets this message, not "mix" (on CuPy)
     xp = get_xp(logits, labels)
     _check_labels(labels, N, K)
     shifted = logits - logits.max(axis=1, keepdims=True)  # N, K

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import check_float_array, check_ndim
-from ..backend import get_xp, one_blas_thread
+from ..backend import get_xp, one_blas_thread, to_numpy
 from ..tolerances import tolerance
 
 __all__ = ["check_orthonormal", "left_singular", "max_orthonormality_error", "orth",
@@ -20,12 +20,31 @@ def _check_matrix(A, name: str):
     check_ndim(A, 2, name, "rows, columns")
 
 
+# A CuPy matrix of at most this many entries is decomposed by LAPACK on the host and copied
+# back: cuSOLVER's SVD, eigh and QR of the integrator's small matrices cost milliseconds each
+# (kernel launches, workspace, the info check's synchronisation), the two copies tens of µs
+# (benchmarks/bench_gpu.py's linalg section; on an H200 a TDLRT layer step took 10 ms on
+# the device's solvers).
+_HOST_LINALG_MAX = 2**16
+
+
+def _decompose(name: str, A, **kw):
+    """``xp.linalg.<name>(A, **kw)``; on CuPy, for a matrix of at most ``_HOST_LINALG_MAX``
+    entries, NumPy's on a host copy, the results copied back (the same factorisation: the
+    callers fix what is not unique, signs and order)."""
+    xp = get_xp(A)
+    if xp is np or A.size > _HOST_LINALG_MAX:
+        return getattr(xp.linalg, name)(A, **kw)
+    return tuple(xp.asarray(out) for out in getattr(np.linalg, name)(to_numpy(A), **kw))
+
+
 def svd_thin(A):
     """Thin SVD ``A = P diag(s) Zᵀ`` (``full_matrices=False``), on one BLAS thread for NumPy
-    (:func:`refdlrt.backend.one_blas_thread`: the integrator's matrices are small)."""
+    (:func:`refdlrt.backend.one_blas_thread`: the integrator's matrices are small; a small
+    CuPy matrix goes to the host's LAPACK, :func:`_decompose`)."""
     xp = get_xp(A)
-    with one_blas_thread(xp):
-        return xp.linalg.svd(A, full_matrices=False)
+    with one_blas_thread(np if A.size <= _HOST_LINALG_MAX else xp):
+        return _decompose("svd", A, full_matrices=False)
 
 
 def _descending_eigh(M):
@@ -34,7 +53,7 @@ def _descending_eigh(M):
     Returns (V, s) with s = sqrt(max(eigenvalue, 0)) descending (rounding can make the smallest
     eigenvalues of a Gram matrix slightly negative)."""
     xp = get_xp(M)
-    w, V = xp.linalg.eigh(M)  # ascending
+    w, V = _decompose("eigh", M)  # ascending
     return V[:, ::-1], xp.sqrt(xp.maximum(w[::-1], 0.0))
 
 
@@ -168,7 +187,7 @@ def qr_signfixed(A):
     """
     _check_matrix(A, "qr_signfixed: A")
     xp = get_xp(A)
-    Q, R = xp.linalg.qr(A)  # n, k; k, m  (mode="reduced")
+    Q, R = _decompose("qr", A)  # n, k; k, m  (mode="reduced")
     d = (xp.diagonal(R) >= 0).astype(A.dtype) * 2 - 1  # k, entries +-1
     return Q * d[None, :], R * d[:, None]
 
