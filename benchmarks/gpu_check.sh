@@ -52,5 +52,8 @@ timeout 120 "$PY" benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" 2>&1 \
 echo "== conv routes on the GPU: im2col vs shifted GEMMs (the rule was measured on a CPU)"
 timeout 50 "$PY" benchmarks/conv_routes.py --backend cupy --repeats 5 2>&1 \
     | tee "$OUT/conv_routes.txt" || status=1
+echo "== where a TDLRT step spends its time on the GPU (cProfile, vgg_small)"
+timeout 60 "$PY" benchmarks/profile_gpu_step.py >"$OUT/profile.txt" 2>&1 || status=1
+head -n 45 "$OUT/profile.txt"
 echo "gpu_check: $([ $status = 0 ] && echo all steps ran || echo a step failed), results in $OUT/"
 exit $status
