@@ -10,7 +10,7 @@ conv   conv2d forward + backward, N = 128, 64 -> 64, 32x32, 3x3, pad 1: ours / c
        forward, backward, and the forward's NHWC padding copy, im2col copy and GEMM alone.
 linalg the integrator's decompositions (SVD, eigh of the Gram matrix, QR) of float32 matrices
        of its sizes: cuSOLVER (cupy.linalg) against the host's LAPACK with both copies
-       (``refdlrt.tensor.linalg._decompose``'s route for at most 2**16 entries).
+       (``refdlrt.tensor.linalg.svd_thin``'s route for at most ``_HOST_SVD_MAX`` entries).
 layer  the same layer at Tucker ranks (r, r, 3, 3), r = 4, 8, 16, 32: our dense f+b; our Tucker
        f+b; Tucker f+b + projections + ``tdlrt_step`` (the whole TDLRT update of the layer, as
        ``benchmarks/run.py``'s layer section on the CPU); and torch's Tucker chain
@@ -166,7 +166,7 @@ def section_linalg(repeats, rng):
                                        getattr(np.linalg, name)(cupy.asnumpy(arg), **kw)),
                          repeats, _sync)
             row[f"{name}_cusolver_ms"], row[f"{name}_host_ms"] = 1e3 * dev, 1e3 * host
-        row["host_route"] = A.size <= linalg._HOST_LINALG_MAX
+        row["svd_on_host"] = A.size <= linalg._HOST_SVD_MAX
         rows.append(row)
     return rows
 
@@ -291,7 +291,14 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
+    ap.add_argument("--host-svd-max", type=int, default=None,
+                    help="override refdlrt.tensor.linalg._HOST_SVD_MAX (0: every SVD on the GPU)")
     args = ap.parse_args(argv)
+    if args.host_svd_max is not None:
+        from refdlrt.tensor import linalg
+
+        linalg._HOST_SVD_MAX = args.host_svd_max
+        print(f"_HOST_SVD_MAX = {args.host_svd_max}")
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     if not only or any(s not in SECTIONS for s in only):
         ap.error(f"--only: expected names from {','.join(SECTIONS)}, got {args.only!r}")

@@ -49,6 +49,10 @@ echo "== benchmark (float32): conv, Tucker layer and training steps vs PyTorch/c
 timeout 120 "$PY" benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" 2>&1 \
     | tee "$OUT/bench.txt" || status=1
 
+echo "== the same layer and steps with every SVD on the GPU (A/B of the host-SVD rule)"
+timeout 60 "$PY" benchmarks/bench_gpu.py --only layer,steps --host-svd-max 0 2>&1 \
+    | tee -a "$OUT/bench.txt" || status=1
+
 echo "== conv routes on the GPU: im2col vs shifted GEMMs (the rule was measured on a CPU)"
 timeout 50 "$PY" benchmarks/conv_routes.py --backend cupy --repeats 5 2>&1 \
     | tee "$OUT/conv_routes.txt" || status=1

@@ -139,25 +139,31 @@ def test_one_training_step_on_cupy_agrees_with_numpy():
 
 @GPU
 @pytest.mark.gpu
-def test_small_decompositions_run_on_the_host_and_come_back_as_cupy():
-    """A CuPy matrix of at most _HOST_LINALG_MAX entries is decomposed by the host's LAPACK (the
-    same numbers as NumPy's, bit for bit, returned as CuPy arrays); a larger one by cuSOLVER."""
+def test_small_svds_run_on_the_host_and_come_back_as_cupy():
+    """The SVD of a CuPy matrix of at most _HOST_SVD_MAX entries is the host's LAPACK's (the
+    same numbers as NumPy's, bit for bit, returned as CuPy arrays); a larger one, and every QR
+    and eigh, cuSOLVER's."""
     import cupy
 
     from refdlrt.tensor import linalg
 
     rng = np.random.default_rng(3)
     A = rng.standard_normal((64, 32))
-    for name, M, kw in (("svd", A, {"full_matrices": False}), ("qr", A, {}), ("eigh", A.T @ A, {})):
-        out, ref = linalg._decompose(name, cupy.asarray(M), **kw), getattr(np.linalg, name)(M, **kw)
-        assert len(out) == len(ref)
-        for o, r in zip(out, ref):
-            assert isinstance(o, cupy.ndarray)
-            np.testing.assert_array_equal(o.get(), r)
+    with linalg.one_blas_thread(np):  # as svd_thin: the same LAPACK call
+        ref = np.linalg.svd(A, full_matrices=False)
+    out = linalg.svd_thin(cupy.asarray(A))
+    assert len(out) == len(ref)
+    for o, r in zip(out, ref):
+        assert isinstance(o, cupy.ndarray)
+        np.testing.assert_array_equal(o.get(), r)
     big = rng.standard_normal((300, 256))
-    assert big.size > linalg._HOST_LINALG_MAX
-    with mock.patch.object(np.linalg, "svd", side_effect=AssertionError("took the host route")):
-        s = linalg._decompose("svd", cupy.asarray(big), full_matrices=False)[1]
+    assert big.size > linalg._HOST_SVD_MAX
+    with mock.patch.object(np.linalg, "svd", side_effect=AssertionError("took the host route")), \
+            mock.patch.object(np.linalg, "qr", side_effect=AssertionError("QR on the host")), \
+            mock.patch.object(np.linalg, "eigh", side_effect=AssertionError("eigh on the host")):
+        s = linalg.svd_thin(cupy.asarray(big))[1]
+        linalg.qr_signfixed(cupy.asarray(A))
+        linalg._descending_eigh(cupy.asarray(A.T @ A))
     assert isinstance(s, cupy.ndarray)
     np.testing.assert_allclose(s.get(), np.linalg.svd(big, compute_uv=False), rtol=1e-10)  # σ₁/σ_n ~ 30: well conditioned
 

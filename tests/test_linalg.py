@@ -157,6 +157,25 @@ def test_max_orthonormality_error(xp):
     assert orthonormality_error(xp.zeros((4, 0))) == 0.0
 
 
+def test_orthonormality_errors_are_each_factors_error_from_one_copy(xp, rng, monkeypatch):
+    """The batched errors are :func:`orthonormality_error`'s numbers, float32 and float64 mixed,
+    taken from the device in one copy (a GPU waits at each)."""
+    import refdlrt.tensor.linalg as linalg_module
+
+    Q, _ = np.linalg.qr(rng.standard_normal((7, 3)))
+    Us = [xp.asarray(Q), xp.asarray(Q.astype(np.float32)), xp.asarray(1.5 * Q[:, :2]),
+          xp.zeros((4, 0))]
+    copies, real = [], linalg_module.to_numpy
+    monkeypatch.setattr(linalg_module, "to_numpy", lambda a: copies.append(a) or real(a))
+    got = linalg_module.orthonormality_errors(Us)
+    assert len(copies) == 1
+    assert got == [orthonormality_error(U) for U in Us] and all(type(e) is float for e in got)
+    assert got[2] == pytest.approx(math.sqrt(2) * 1.25, rel=TOL.rtol)  # diag(2.25 - 1)
+    assert linalg_module.orthonormality_errors([]) == []
+    with pytest.raises(ValueError, match="U_1"):
+        linalg_module.orthonormality_errors([xp.asarray(Q), xp.zeros(3)])
+
+
 def test_svds_run_on_one_blas_thread(monkeypatch):
     """svd_thin runs inside one_blas_thread: one BLAS thread for NumPy, whatever the caller's
     setting; nothing for other backends. The QRs and the Gram matrices' eigh do not (entering
@@ -326,15 +345,15 @@ def test_orth_below_the_gram_floor_keeps_exact_rank(xp):
     """A wide float32 matrix of exact rank 3 (a repeated row) with rtol below the Gram route's σ
     floor: the backend's float32 SVD decides, so no column outside range(A) comes back (a review
     finding: the Gram route returned a 4th column in the null space). LAPACK gives σ_4 = 8e-16
-    for the repeated row, below the cut at rtol = 1e-9. cuSOLVER's float32 SVD is backward
-    stable too but leaves σ_4 at rounding level (up to eps32 σ_1), above 1e-9 σ_1: there the
-    count is checked against that SVD's own singular values (the route), the exact rank on
-    NumPy only."""
+    for the repeated row, below the cut at rtol = 1e-9 (a small CuPy matrix's SVD is LAPACK's
+    too, ``_HOST_SVD_MAX``). cuSOLVER's float32 SVD is backward stable but leaves σ_4 at
+    rounding level (up to eps32 σ_1), above 1e-9 σ_1: so the count is checked against the
+    route's own singular values (``svd_thin``), the exact rank on NumPy only."""
     rng = np.random.default_rng(4)
     A = rng.standard_normal((4, 8)).astype(np.float32)
     A[3] = A[1]
     P64, s64, _ = np.linalg.svd(A.astype(np.float64))
-    s32 = to_numpy(xp.linalg.svd(xp.asarray(A), compute_uv=False))  # the SVD route's own σ
+    s32 = to_numpy(svd_thin(xp.asarray(A))[1])  # the SVD route's own σ
     for rtol in (1e-9, 0.0):
         Q = to_numpy(orth(xp.asarray(A), rtol=rtol)).astype(np.float64)
         assert Q.shape == (4, int((s32 > rtol * s32[0]).sum()))

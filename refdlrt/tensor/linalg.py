@@ -12,7 +12,7 @@ from ..backend import get_xp, one_blas_thread, to_numpy
 from ..tolerances import tolerance
 
 __all__ = ["check_orthonormal", "left_singular", "max_orthonormality_error", "orth",
-           "orthonormality_error", "qr_signfixed", "svd_thin"]
+           "orthonormality_error", "orthonormality_errors", "qr_signfixed", "svd_thin"]
 
 
 def _check_matrix(A, name: str):
@@ -20,31 +20,33 @@ def _check_matrix(A, name: str):
     check_ndim(A, 2, name, "rows, columns")
 
 
-# A CuPy matrix of at most this many entries is decomposed by LAPACK on the host and copied
-# back: cuSOLVER's SVD, eigh and QR of the integrator's small matrices cost milliseconds each
-# (kernel launches, workspace, the info check's synchronisation), the two copies tens of µs
-# (benchmarks/bench_gpu.py's linalg section; on an H200 a TDLRT layer step took 10 ms on
-# the device's solvers).
-_HOST_LINALG_MAX = 2**16
+# A CuPy matrix of at most this many entries takes its SVD from LAPACK on the host, copied
+# there and back. Measured on an H200 (benchmarks/bench_gpu.py's linalg section, float32,
+# cuSOLVER against the host with both copies): SVDs of 32 x 32 to 576 x 32 1.5-3x faster on
+# the host, 1024 x 64 (2**16 entries) 1.5x slower. The eighs of the Gram matrices were within
+# 20 % either way up to 128 x 128 and QRs as fast or faster on the device (4x at 576 x 32), so
+# those stay there.
+_HOST_SVD_MAX = 2**15
 
 
-def _decompose(name: str, A, **kw):
-    """``xp.linalg.<name>(A, **kw)``; on CuPy, for a matrix of at most ``_HOST_LINALG_MAX``
-    entries, NumPy's on a host copy, the results copied back (the same factorisation: the
-    callers fix what is not unique, signs and order)."""
+def _decompose(name: str, A, *, host_max: int = 0, **kw):
+    """``xp.linalg.<name>(A, **kw)``; on CuPy, for a matrix of at most ``host_max`` entries,
+    NumPy's on a host copy, the results copied back (the same factorisation: the callers fix
+    what is not unique, signs and order)."""
     xp = get_xp(A)
-    if xp is np or A.size > _HOST_LINALG_MAX:
+    if xp is np or A.size > host_max:
         return getattr(xp.linalg, name)(A, **kw)
     return tuple(xp.asarray(out) for out in getattr(np.linalg, name)(to_numpy(A), **kw))
 
 
 def svd_thin(A):
     """Thin SVD ``A = P diag(s) Zᵀ`` (``full_matrices=False``), on one BLAS thread for NumPy
-    (:func:`refdlrt.backend.one_blas_thread`: the integrator's matrices are small; a small
-    CuPy matrix goes to the host's LAPACK, :func:`_decompose`)."""
+    (:func:`refdlrt.backend.one_blas_thread`: the integrator's matrices are small; a CuPy
+    matrix of at most ``_HOST_SVD_MAX`` entries goes to the host's LAPACK, :func:`_decompose`)."""
     xp = get_xp(A)
-    with one_blas_thread(np if A.size <= _HOST_LINALG_MAX else xp):
-        return _decompose("svd", A, full_matrices=False)
+    on_host = xp is np or A.size <= _HOST_SVD_MAX
+    with one_blas_thread(np if on_host else xp):
+        return _decompose("svd", A, host_max=_HOST_SVD_MAX, full_matrices=False)
 
 
 def _descending_eigh(M):
@@ -200,15 +202,32 @@ def orthonormality_error(U) -> float:
     U : array, shape (n, r)
     """
     _check_matrix(U, "orthonormality_error: U")
+    return float(_orthonormality_error_0d(U))
+
+
+def _orthonormality_error_0d(U):
+    """``‖UᵀU − I‖_F`` as a 0-d array on U's backend (no host copy yet)."""
     xp = get_xp(U)
-    r = U.shape[1]
-    E = U.T @ U - xp.eye(r, dtype=U.dtype)  # r, r
-    return float(xp.sqrt(xp.sum(E * E)))
+    E = U.T @ U - xp.eye(U.shape[1], dtype=U.dtype)  # r, r
+    return xp.sqrt(xp.sum(E * E))
+
+
+def orthonormality_errors(Us) -> list:
+    """``[‖U_iᵀU_i − I‖_F for U_i in Us]`` as Python floats, the same numbers as
+    :func:`orthonormality_error` of each, with one device-to-host copy on CuPy for all of them
+    (each copy waits for the GPU: a step checks its four factors two or three times)."""
+    for i, U in enumerate(Us):
+        _check_matrix(U, f"orthonormality_errors: U_{i}")
+    if not Us:
+        return []
+    xp = get_xp(*Us)
+    errs = xp.stack([_orthonormality_error_0d(U).astype(xp.float64) for U in Us])
+    return [float(e) for e in to_numpy(errs)]
 
 
 def max_orthonormality_error(Us) -> float:
     """``max_i ‖U_iᵀU_i − I‖_F`` over a sequence of bases (0.0 for an empty sequence)."""
-    return max((orthonormality_error(U) for U in Us), default=0.0)
+    return max(orthonormality_errors(list(Us)), default=0.0)
 
 
 def check_orthonormal(Us, who: str):
@@ -218,8 +237,8 @@ def check_orthonormal(Us, who: str):
     so bases the library produced always pass, while a basis that is not orthonormal (an
     input from elsewhere; the step's guarantees assume U_i^T U_i = I) is refused.
     """
-    for i, U in enumerate(Us):
-        err = orthonormality_error(U)
+    Us = list(Us)
+    for i, (U, err) in enumerate(zip(Us, orthonormality_errors(Us))):
         bound = 10 * tolerance(U.dtype).ortho * max(U.shape[0], 1) ** 0.5
         if not err <= bound:
             raise ValueError(
