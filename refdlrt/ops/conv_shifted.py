@@ -15,10 +15,11 @@ instead of an im2col copy of n Ho Wo kh kw C_in numbers, so it is the faster rou
 input channels (the small cores of Tucker layers, and dense layers up to 64 channels);
 :func:`shifted_route_pays` holds the rule.
 The rule was measured on this project's 2-core CPU. On a GPU (CuPy) the route is never taken:
-``benchmarks/gpu_check.sh`` measured both routes on an H200, where the shifted GEMMs were
-1.3-5.8x slower in the forward and 1.0-2.7x in dx on all eleven shapes of
-``benchmarks/conv_routes.py`` (the kh kw accumulations are memory passes that the one GEMM of
-im2col does not pay there). A NaN or Inf in an earlier block can
+``benchmarks/gpu_check.sh`` measured both routes on an H200 in three runs, where the shifted
+GEMMs were 1.3-5.8x slower in the forward on all eleven shapes of ``benchmarks/conv_routes.py``
+and 1.0-2.7x in dx, but for one shape in one run (LeNet's 6 -> 12, 5 x 5, 0.83x, where the
+rule says im2col on the CPU too): the kh kw accumulations are memory passes that the one GEMM
+of im2col does not pay there. A NaN or Inf in an earlier block can
 make the discarded rows of a later one compute inf - inf (a NumPy "invalid value" warning); the
 kept rows never read them.
 The batch blocks are the im2col route's (:func:`refdlrt.ops.conv_patches._batch_blocks`): for a
