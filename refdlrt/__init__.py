@@ -18,6 +18,7 @@ The package is layered, bottom to top; a module imports only from its own layer 
 ``experiments`` grids of training runs on Dask, resumable, tables and figures (``refdlrt sweep``)
 ``explain``     one step printed intermediate by intermediate (``refdlrt explain``)
 ``cli``         the ``refdlrt`` command
+``__main__``    ``python -m refdlrt``: the same command without its console script
 =============  ==============================================================================
 
 This namespace exports the algorithm API; everything else is in its module.

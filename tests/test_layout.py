@@ -14,6 +14,7 @@ LAYERS = {
     "_checks": 0, "_npz": 0, "backend": 0, "tolerances": 0, "gradcheck": 0,
     "ops": 1, "tensor": 2, "dlrt": 3, "nn": 4, "training": 5,
     "validation": 6, "oracle": 6, "experiments": 6, "explain": 7, "demo": 7, "cli": 8, "__init__": 9,
+    "__main__": 9,
 }
 
 
