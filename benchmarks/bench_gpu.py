@@ -8,9 +8,10 @@ conv   conv2d forward + backward, N = 128, 64 -> 64, 32x32, 3x3, pad 1: ours / c
        TF32 off (float32 arithmetic, as ours; the target's reference, <= 2) and on (PyTorch's
        default for cuDNN convolutions: 10-bit mantissas in the products). Then ours in pieces:
        forward, backward, and the forward's NHWC padding copy, im2col copy and GEMM alone.
-linalg the integrator's decompositions (SVD, eigh of the Gram matrix, QR) of float32 matrices
-       of its sizes: cuSOLVER (cupy.linalg) against the host's LAPACK with both copies
-       (``refdlrt.tensor.linalg.svd_thin``'s route for at most ``_HOST_SVD_MAX`` entries).
+linalg the integrator's decompositions at its sizes, one call at a time: SVD and QR of float32
+       matrices, eigh of their Gram matrices formed in float64 (as ``left_singular`` and
+       ``orth`` form them): cuSOLVER (cupy.linalg) against the host's LAPACK with both copies,
+       on one BLAS thread as ``svd_thin``'s host route for at most ``_HOST_SVD_MAX`` entries.
 layer  the same layer at Tucker ranks (r, r, 3, 3), r = 4, 8, 16, 32: our dense f+b; our Tucker
        f+b; Tucker f+b + projections + ``tdlrt_step`` (the whole TDLRT update of the layer, as
        ``benchmarks/run.py``'s layer section on the CPU); and torch's Tucker chain
@@ -157,14 +158,18 @@ def section_linalg(repeats, rng):
     for m, n in ((32, 32), (64, 64), (128, 64), (576, 32), (1024, 64), (256, 256), (2048, 64),
                  (512, 512)):
         A = cupy.asarray(rng.standard_normal((m, n)), dtype=cupy.float32)
-        M = A.T @ A
+        A64 = A.astype(cupy.float64)
+        M = A64.T @ A64  # float64, as the integrator's Gram matrices
         row = dict(case=f"{m}x{n}")
         for name, arg, kw in (("svd", A, {"full_matrices": False}), ("eigh", M, {}),
                               ("qr", A, {})):
             dev = _time(lambda: getattr(cupy.linalg, name)(arg, **kw), repeats, _sync)
-            host = _time(lambda: tuple(cupy.asarray(o) for o in
-                                       getattr(np.linalg, name)(cupy.asnumpy(arg), **kw)),
-                         repeats, _sync)
+
+            def on_host():
+                with linalg.one_blas_thread(np):
+                    return linalg._decompose(name, arg, host_max=arg.size, **kw)
+
+            host = _time(on_host, repeats, _sync)
             row[f"{name}_cusolver_ms"], row[f"{name}_host_ms"] = 1e3 * dev, 1e3 * host
         row["svd_on_host"] = A.size <= linalg._HOST_SVD_MAX
         rows.append(row)

@@ -7,16 +7,18 @@
 # Without an install, the checkout is put on PYTHONPATH (the commands run as `python -m refdlrt`).
 # PYTHON picks the interpreter (default: python3, else python). Results go to
 # ${OUT:-gpu_check_out}/ (at most 8 files: a log per step, the benchmark's JSON, the validation's
-# report).
+# report). Each step has its own time limit; together they come to 5 minutes.
 set -uo pipefail
-cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_check_out}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)  # relative to where it was called from, before the cd below
 PY=${PYTHON:-$(command -v python3 || command -v python)}
+[ -n "$PY" ] && PY=$(command -v "$PY") || { echo "no python3 / python found"; exit 2; }
+cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 status=0
 "$PY" - <<'PY' 2>&1 | tee "$OUT/machine.txt" || { echo "no usable GPU / CuPy: stop"; exit 2; }
-import subprocess, sys
+import sys
 import cupy, numpy, refdlrt, refdlrt.backend as b
 assert b.gpu_available(), "refdlrt.backend.gpu_available() is False"
 p = cupy.cuda.runtime.getDeviceProperties(0)
@@ -31,33 +33,33 @@ except ImportError:
 PY
 # pytest-xdist, where installed, spreads the tests over 4 processes sharing the GPU
 XDIST=$("$PY" -c "import xdist" 2>/dev/null && echo "-n 4")
-TIMEOUT=$("$PY" -c "import pytest_timeout" 2>/dev/null && echo "--timeout 120")
+TIMEOUT=$("$PY" -c "import pytest_timeout" 2>/dev/null && echo "--timeout 60")
 
 echo "== GPU tests (CuPy variants of the suite, and CuPy vs NumPy agreement)"
-timeout 200 "$PY" -m pytest -q -p no:cacheprovider $XDIST $TIMEOUT -k "cupy or gpu" tests/ \
+timeout 80 "$PY" -m pytest -q -p no:cacheprovider $XDIST $TIMEOUT -k "cupy or gpu" tests/ \
     >"$OUT/tests.txt" 2>&1 || status=1
 tail -n 25 "$OUT/tests.txt"
 
 echo "== refdlrt validate --quick --backend cupy"
-rm -rf /tmp/refdlrt_gpu_validate
-timeout 120 "$PY" -m refdlrt validate --quick --backend cupy --out /tmp/refdlrt_gpu_validate \
+VAL=$(mktemp -d)  # its plots and JSON stay out of OUT (8 files at most there)
+timeout 110 "$PY" -m refdlrt validate --quick --backend cupy --out "$VAL" \
     >"$OUT/validate.txt" 2>&1 || status=1
 tail -n 14 "$OUT/validate.txt"
-cp /tmp/refdlrt_gpu_validate/report.md "$OUT/validate_report.md" 2>/dev/null
+cp "$VAL/report.md" "$OUT/validate_report.md" 2>/dev/null
 
 echo "== benchmark (float32): conv, Tucker layer and training steps vs PyTorch/cuDNN"
-timeout 120 "$PY" benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" 2>&1 \
+timeout 45 "$PY" benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" 2>&1 \
     | tee "$OUT/bench.txt" || status=1
 
 echo "== the same layer and steps with every SVD on the GPU (A/B of the host-SVD rule)"
-timeout 60 "$PY" benchmarks/bench_gpu.py --only layer,steps --host-svd-max 0 2>&1 \
+timeout 25 "$PY" benchmarks/bench_gpu.py --only layer,steps --host-svd-max 0 2>&1 \
     | tee -a "$OUT/bench.txt" || status=1
 
-echo "== conv routes on the GPU: im2col vs shifted GEMMs (the rule was measured on a CPU)"
-timeout 50 "$PY" benchmarks/conv_routes.py --backend cupy --repeats 5 2>&1 \
+echo "== conv routes on the GPU: im2col vs shifted GEMMs (the rule: never shifted on CuPy)"
+timeout 20 "$PY" benchmarks/conv_routes.py --backend cupy --repeats 5 2>&1 \
     | tee "$OUT/conv_routes.txt" || status=1
 echo "== where a TDLRT step spends its time on the GPU (cProfile, vgg_small)"
-timeout 60 "$PY" benchmarks/profile_gpu_step.py >"$OUT/profile.txt" 2>&1 || status=1
+timeout 20 "$PY" benchmarks/profile_gpu_step.py >"$OUT/profile.txt" 2>&1 || status=1
 head -n 45 "$OUT/profile.txt"
 echo "gpu_check: $([ $status = 0 ] && echo all steps ran || echo a step failed), results in $OUT/"
 exit $status

@@ -178,7 +178,8 @@ def test_orthonormality_errors_are_each_factors_error_from_one_copy(xp, rng, mon
 
 def test_svds_run_on_one_blas_thread(monkeypatch):
     """svd_thin runs inside one_blas_thread: one BLAS thread for NumPy, whatever the caller's
-    setting; nothing for other backends. The QRs and the Gram matrices' eigh do not (entering
+    setting; nothing for other backends (a small CuPy matrix's SVD runs on the host, inside
+    one_blas_thread(np), tested in test_gpu.py). The QRs and the Gram matrices' eigh do not (entering
     costs more than a second thread does for them: paired training steps, benchmarks/README)."""
     import types
 
@@ -343,21 +344,21 @@ def test_reorthonormalise_makes_nearly_orthonormal_columns_orthonormal():
 
 def test_orth_below_the_gram_floor_keeps_exact_rank(xp):
     """A wide float32 matrix of exact rank 3 (a repeated row) with rtol below the Gram route's σ
-    floor: the backend's float32 SVD decides, so no column outside range(A) comes back (a review
-    finding: the Gram route returned a 4th column in the null space). LAPACK gives σ_4 = 8e-16
-    for the repeated row, below the cut at rtol = 1e-9 (a small CuPy matrix's SVD is LAPACK's
-    too, ``_HOST_SVD_MAX``). cuSOLVER's float32 SVD is backward stable but leaves σ_4 at
-    rounding level (up to eps32 σ_1), above 1e-9 σ_1: so the count is checked against the
-    route's own singular values (``svd_thin``), the exact rank on NumPy only."""
+    floor: LAPACK's float32 SVD decides (on CuPy too: a matrix this small is decomposed on the
+    host, ``_HOST_SVD_MAX``), so no column outside range(A) comes back (a review finding: the
+    Gram route returned a 4th column in the null space). LAPACK gives σ_4 = 8e-16 for the
+    repeated row, below the cut at rtol = 1e-9. (cuSOLVER's float32 SVD leaves σ_4 at rounding
+    level, up to eps32 σ_1, above that cut: it returned 4 columns on an H200 before small SVDs
+    went to the host.)"""
+    from refdlrt.tensor.linalg import _HOST_SVD_MAX
+
     rng = np.random.default_rng(4)
     A = rng.standard_normal((4, 8)).astype(np.float32)
     A[3] = A[1]
+    assert A.size <= _HOST_SVD_MAX
     P64, s64, _ = np.linalg.svd(A.astype(np.float64))
-    s32 = to_numpy(svd_thin(xp.asarray(A))[1])  # the SVD route's own σ
     for rtol in (1e-9, 0.0):
         Q = to_numpy(orth(xp.asarray(A), rtol=rtol)).astype(np.float64)
-        assert Q.shape == (4, int((s32 > rtol * s32[0]).sum()))
-        if xp is np:  # LAPACK: the float64 count (3 at rtol = 1e-9)
-            assert Q.shape == (4, int((s64 > rtol * s64[0]).sum()))
+        assert Q.shape == (4, int((s64 > rtol * s64[0]).sum()))  # 3 at rtol = 1e-9
         if Q.shape[1] == 3:
             assert abs(P64[:, 3] @ Q).max() <= 1e-6  # no column along the left null vector

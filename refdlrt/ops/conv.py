@@ -113,7 +113,7 @@ def _forward_by_shifts(w, g: ConvGeometry, nb: int, xp):
     return forward_block
 
 
-def _select_forward_route(g: ConvGeometry, xp=None):
+def _select_forward_route(g: ConvGeometry, xp):
     """Shifted GEMMs where :func:`refdlrt.ops.conv_shifted.shifted_route_pays` (stride 1, 2-64
     input channels, NumPy), else im2col + one GEMM. (Stride 1 is tested here too: the shifted
     GEMMs need it, whatever the cost rule says.)"""

@@ -47,10 +47,11 @@ _FEW_CHANNELS, _MAX_WASTE_WIDE = 16, 1.2
 
 
 def shifted_route_pays(c_reduce: int, c_out: int, padded: tuple, out: tuple, stride: tuple,
-                       xp=None) -> bool:
+                       xp) -> bool:
     """Whether to take the shifted GEMMs for a convolution that reduces over ``c_reduce``
     channels into ``c_out``, on a padded (Hp, Wp) input with an ``out`` (Ho, Wo) output grid,
-    on the array library ``xp`` (None: NumPy).
+    on the array library ``xp`` (a module: numpy or cupy; required, so that no caller can
+    forget it and send CuPy down the CPU rule).
 
     Never on CuPy (slower on a GPU at every measured shape, see the module docstring). On NumPy,
     true where they are the faster route: stride 1, 2 <= c_reduce <= 64
@@ -58,7 +59,7 @@ def shifted_route_pays(c_reduce: int, c_out: int, padded: tuple, out: tuple, str
     c_out <= 1.25 c_reduce (the additions grow with c_out: 16 -> 64 channels ran 1.4x slower,
     32 -> 48 1.1x), and a wide grid (padded) at most 1.5 times the output grid (out; LeNet's
     unpadded 5 x 5 layers, at 1.96, ran 2-3x slower), 1.2 times beyond 16 channels."""
-    if xp is not None and xp.__name__.split(".")[0] != "numpy":
+    if xp.__name__.split(".")[0] != "numpy":
         return False
     if tuple(stride) != (1, 1) or not 2 <= c_reduce <= _MAX_CHANNELS:
         return False

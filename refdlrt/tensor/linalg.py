@@ -21,18 +21,21 @@ def _check_matrix(A, name: str):
 
 
 # A CuPy matrix of at most this many entries takes its SVD from LAPACK on the host, copied
-# there and back. Measured on an H200 (benchmarks/bench_gpu.py's linalg section, float32,
-# cuSOLVER against the host with both copies): SVDs of 32 x 32 to 576 x 32 1.5-3x faster on
-# the host, 1024 x 64 (2**16 entries) 1.5x slower. The eighs of the Gram matrices were within
-# 20 % either way up to 128 x 128 and QRs as fast or faster on the device (4x at 576 x 32), so
-# those stay there.
+# there and back. Measured on an H200 (benchmarks/bench_gpu.py's linalg section, float32, one
+# call at a time, cuSOLVER against the host with both copies): SVDs of 32 x 32 to 576 x 32
+# 1.6-3.7x faster on the host, 1024 x 64 (2**16 entries) 1.4x slower. Single QRs and eighs
+# were faster on the host at some small sizes (up to 1.6x at 64 x 64) and far slower at others
+# (QR of 576 x 32: 1.2-1.5 ms against 0.23-0.33), and sending every small QR, eigh and SVD to
+# the host made the whole TDLRT layer update 1.7-2x slower (20-27 ms against 11.7-12.9 ms, the
+# second run in benchmarks/results/gpu-h200/), so only the SVDs go.
 _HOST_SVD_MAX = 2**15
 
 
 def _decompose(name: str, A, *, host_max: int = 0, **kw):
     """``xp.linalg.<name>(A, **kw)``; on CuPy, for a matrix of at most ``host_max`` entries,
     NumPy's on a host copy, the results copied back (the same factorisation: the callers fix
-    what is not unique, signs and order)."""
+    what is not unique, signs and order). The default ``host_max=0`` keeps every non-empty
+    matrix on the device (an empty one goes to the host: nothing to copy)."""
     xp = get_xp(A)
     if xp is np or A.size > host_max:
         return getattr(xp.linalg, name)(A, **kw)
