@@ -31,25 +31,17 @@ def _check_matrix(A, name: str):
 _HOST_SVD_MAX = 2**15
 
 
-def _decompose(name: str, A, *, host_max: int = 0, **kw):
-    """``xp.linalg.<name>(A, **kw)``; on CuPy, for a matrix of at most ``host_max`` entries,
-    NumPy's on a host copy, the results copied back (the same factorisation: the callers fix
-    what is not unique, signs and order). The default ``host_max=0`` keeps every non-empty
-    matrix on the device (an empty one goes to the host: nothing to copy)."""
-    xp = get_xp(A)
-    if xp is np or A.size > host_max:
-        return getattr(xp.linalg, name)(A, **kw)
-    return tuple(xp.asarray(out) for out in getattr(np.linalg, name)(to_numpy(A), **kw))
-
-
 def svd_thin(A):
-    """Thin SVD ``A = P diag(s) Zᵀ`` (``full_matrices=False``), on one BLAS thread for NumPy
-    (:func:`refdlrt.backend.one_blas_thread`: the integrator's matrices are small; a CuPy
-    matrix of at most ``_HOST_SVD_MAX`` entries goes to the host's LAPACK, :func:`_decompose`)."""
+    """Thin SVD ``A = P diag(s) Zᵀ`` (``full_matrices=False``) by LAPACK on one BLAS thread
+    (:func:`refdlrt.backend.one_blas_thread`: the integrator's matrices are small). A CuPy
+    matrix of at most ``_HOST_SVD_MAX`` entries is copied to the host for it and the factors
+    copied back; a larger one takes cuSOLVER's SVD."""
     xp = get_xp(A)
-    on_host = xp is np or A.size <= _HOST_SVD_MAX
-    with one_blas_thread(np if on_host else xp):
-        return _decompose("svd", A, host_max=_HOST_SVD_MAX, full_matrices=False)
+    if xp is not np and A.size > _HOST_SVD_MAX:
+        return xp.linalg.svd(A, full_matrices=False)
+    with one_blas_thread(np):
+        out = np.linalg.svd(to_numpy(A), full_matrices=False)
+    return out if xp is np else tuple(xp.asarray(f) for f in out)
 
 
 def _descending_eigh(M):
@@ -58,7 +50,7 @@ def _descending_eigh(M):
     Returns (V, s) with s = sqrt(max(eigenvalue, 0)) descending (rounding can make the smallest
     eigenvalues of a Gram matrix slightly negative)."""
     xp = get_xp(M)
-    w, V = _decompose("eigh", M)  # ascending
+    w, V = xp.linalg.eigh(M)  # ascending
     return V[:, ::-1], xp.sqrt(xp.maximum(w[::-1], 0.0))
 
 
@@ -192,7 +184,7 @@ def qr_signfixed(A):
     """
     _check_matrix(A, "qr_signfixed: A")
     xp = get_xp(A)
-    Q, R = _decompose("qr", A)  # n, k; k, m  (mode="reduced")
+    Q, R = xp.linalg.qr(A)  # n, k; k, m  (mode="reduced")
     d = (xp.diagonal(R) >= 0).astype(A.dtype) * 2 - 1  # k, entries +-1
     return Q * d[None, :], R * d[:, None]
 
