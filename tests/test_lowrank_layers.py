@@ -321,7 +321,8 @@ def test_dense_route_forms_the_kernel_gradient_once(rng, monkeypatch):
 
 @pytest.mark.parametrize("shape, ranks, want", [
     ((256, 256, 3, 3), (8, 8, 3, 3), "plain"),  # low ranks, wide layer: small gradients are cheaper
-    ((64, 64, 3, 3), (16, 16, 3, 3), "plain"),  # the run.py layer at r = 16
+    ((64, 64, 3, 3), (8, 8, 3, 3), "plain"),  # the run.py layer at r = 8
+    ((64, 64, 3, 3), (16, 16, 3, 3), "dense"),  # at r = 16 (and vgg_small's conv4)
     ((64, 64, 3, 3), (32, 32, 3, 3), "dense"),  # r̂ = n: the S-step alone costs a dense gradient
     ((16, 6, 5, 5), (12, 6, 5, 5), "dense"),  # LeNet's conv2 at its usual ranks
 ])

@@ -293,8 +293,10 @@ def test_cost_model_values(rng, monkeypatch):
     input channels; C = _COPY_COST; a gradient with no channel costs 0); the S-step at
     r̂_i = min(2 r_i, n_i), i.e. m_i = r̂_i - r_i new directions. "plain" prices its K-steps'
     two core-sized convolutions as kernel gradients for r0 x r1 channels and adds the 1 x 1
-    products (n_i r_i, then n_i r̂_i for the S-step's channel projections)."""
+    products (n_i r_i, then n_i r̂_i for the S-step's channel projections) and four passes
+    over x and dy (2 (n0 + n1) P, P = _PASS_COST)."""
     monkeypatch.setattr(lp, "_COPY_COST", 7)
+    monkeypatch.setattr(lp, "_PASS_COST", 11)
     P, _ = _tucker_projector(rng, shape=(10, 8, 3, 2), ranks=(3, 5, 3, 2))
 
     def g(a, b):
@@ -303,7 +305,8 @@ def test_cost_model_values(rng, monkeypatch):
     m0, m1 = 3, 3  # min(6, 10) - 3, min(10, 8) - 5
     assert P.cost("dense") == g(10, 8)
     assert P.cost("blocks") == g(10, 5) + g(3, 8) + g(m0, m1)
-    assert P.cost("plain") == 2 * g(3, 5) + 10 * 3 + 8 * 5 + g(m0 + 3, m1 + 5) + 10 * 6 + 8 * 8
+    assert P.cost("plain") == (2 * g(3, 5) + 10 * 3 + 8 * 5 + g(m0 + 3, m1 + 5) + 10 * 6 + 8 * 8
+                               + 2 * (10 + 8) * 11)
     full, _ = _tucker_projector(rng, shape=(10, 8, 3, 2), ranks=(10, 5, 3, 2))  # r0 = n0: m0 = 0
     assert full.cost("blocks") == g(10, 5) + g(10, 8)  # the new-direction gradient costs 0
 
@@ -320,15 +323,21 @@ def test_auto_takes_dense_on_a_tie_and_blocks_only_when_cheapest(rng, monkeypatc
         with monkeypatch.context() as m:
             m.setattr(lp.TuckerConvProjector, "cost", lambda self, route, c=costs: c[route])
             assert _tucker_projector(rng)[0].route == want, costs
-    # blocks < dense < plain (2052 < 2304 < 2520 at C = 0): only a comparison with the
-    # blocks cost picks blocks
+    # blocks < dense < plain (2052 < 2304 < 2520 at C = 0, no pass cost): only a comparison
+    # with the blocks cost picks blocks
     monkeypatch.setattr(lp, "_COPY_COST", 0)
+    monkeypatch.setattr(lp, "_PASS_COST", 0)
     P, _ = _tucker_projector(rng, shape=(16, 16, 3, 3), ranks=(6, 6, 3, 3))
     assert P.cost("blocks") < P.cost("dense") < P.cost("plain") and P.route == "blocks"
-    # plain cheapest (the run.py layer at r = 16, C = 256): 167424 < 184320 (dense) < 241920
+    # the run.py layer (64 -> 64) at C = 256, P = 128: r = 16 dense, 184320 < 200192 (plain)
+    # < 241920 (blocks); r = 8 plain, 113024 < 184320 < 194112
     monkeypatch.setattr(lp, "_COPY_COST", 256)
+    monkeypatch.setattr(lp, "_PASS_COST", 128)
     P, _ = _tucker_projector(rng, shape=(64, 64, 3, 3), ranks=(16, 16, 3, 3))
-    assert (P.cost("plain"), P.cost("dense"), P.cost("blocks")) == (167424, 184320, 241920)
+    assert (P.cost("plain"), P.cost("dense"), P.cost("blocks")) == (200192, 184320, 241920)
+    assert P.route == "dense"
+    P, _ = _tucker_projector(rng, shape=(64, 64, 3, 3), ranks=(8, 8, 3, 3))
+    assert (P.cost("plain"), P.cost("dense"), P.cost("blocks")) == (113024, 184320, 194112)
     assert P.route == "plain"
 
 

@@ -118,6 +118,26 @@ def test_mode_product_matches_einsum(xp, cfg, data):
     assert_close(out, expected, F64, scale=_scale(expected))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape, mode", [
+    ((16, 16, 3, 3), 2),  # pre 256, post 3: one GEMM with A ⊗ I_3 (the kernel's spatial mode)
+    ((16, 16, 4, 1), 2),  # post 1 at the thresholds
+    ((8, 32, 2, 2), 2),   # post 2... 4: the kron route
+    ((4, 64, 3, 2), 1),   # pre 4: pre GEMMs
+    ((16, 6, 5, 5), 2),   # post 5 (LeNet's 5 x 5 kernel): pre GEMMs
+    ((15, 17, 3, 3), 2),  # pre 255, just below the threshold
+])
+def test_mode_product_kron_route_matches_einsum(xp, dtype, shape, mode):
+    # the two internal routes of mode_product (module constants _KRON_MAX_POST / _MIN_PRE),
+    # on shapes on both sides of their thresholds, against the einsum spec
+    rng = np.random.default_rng(7)
+    T, A = rng.standard_normal(shape).astype(dtype), rng.standard_normal((5, shape[mode])).astype(dtype)
+    out = mode_product(xp.asarray(T), xp.asarray(A), mode)
+    assert out.shape == shape[:mode] + (5,) + shape[mode + 1:] and out.dtype == dtype
+    expected = _einsum_mode_product(T.astype(np.float64), A.astype(np.float64), mode)
+    assert_close(out, expected, dtype, scale=_scale(expected))
+
+
 @given(cfg=tensor_config(min_ndim=2), data=st.data())
 def test_mode_products_on_distinct_modes_commute(xp, cfg, data):
     shape, seed = cfg

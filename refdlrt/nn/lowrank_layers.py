@@ -139,7 +139,8 @@ class _LowRankLayer:
         if "b" not in self.params:
             return y
         b = self.params["b"]
-        return y + (b.reshape(1, -1, 1, 1) if y.ndim == 4 else b)
+        y += b.reshape(1, -1, 1, 1) if y.ndim == 4 else b  # y is the layer's own new array: no copy
+        return y
 
     def _bias_grad(self, dy):
         if "b" in self.params:
@@ -215,7 +216,7 @@ def tucker_conv2d_forward(x, Y: Tucker, b=None, *, stride=1, padding=0, dilation
     z2, conv_cache = conv2d_forward(z1, K, None, stride=s, padding=p, dilation=d)  # N, r0, Ho, Wo
     y = channel_matmul(U0, z2)  # N, C_out, Ho, Wo
     if b is not None:
-        y = y + b.reshape(1, -1, 1, 1)
+        y += b.reshape(1, -1, 1, 1)  # in place: a new array of y's size costs its page faults
     return y, TuckerConvCache(x, z1, conv_cache, Y, geometry, b is not None, tuple(y.shape))
 
 

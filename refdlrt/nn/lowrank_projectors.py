@@ -50,6 +50,13 @@ __all__ = [
 # forming G was as fast as the blocks route at r = 4 and faster at r = 8, 16, 24
 # (400 vs 453, 429 vs 565, 514 vs 814 ms for the step).
 _COPY_COST = 256
+# Cost of reading one element of a full-channel activation (x or dy) in a pass that the plain
+# route adds: its two K-steps' pixel sums and the S-step's two channel projections each read
+# x or dy once, n_0 + n_1 elements per pixel per pair, at memory speed. Set from vgg_small's
+# conv4 (64 -> 64, 14x14, N = 64, r = 16, benchmarks/README.md): dense 19.9-22.3 ms against
+# plain 22.8-26.4 per step, where the model without this term picked plain; the run.py layer
+# at r = 16, where the two routes measured the same, goes to dense with it, r = 8 stays plain.
+_PASS_COST = 128
 
 
 def channel_matmul(A, x):
@@ -219,7 +226,8 @@ class TuckerConvProjector(_ReducedProjector):
 
         dense: G. plain: the K-steps' two core-sized convolutions (priced as kernel gradients
         for r_0 x r_1 channels) and 1 x 1 products (n_0 r_0 + n_1 r_1), then the S-step's
-        kernel gradient for r̂_0 x r̂_1 channels and its channel projections (n_0 r̂_0 + n_1 r̂_1).
+        kernel gradient for r̂_0 x r̂_1 channels and its channel projections (n_0 r̂_0 + n_1 r̂_1),
+        plus the four passes over x and dy those take (2 (n_0 + n_1) _PASS_COST).
         blocks: the K-steps' projections (n_0 x r_1 and r_0 x n_1 channels) and the new
         directions' kernel gradient (m_i = r̂_i - r_i). The model prices the rank-adaptive step
         of a layer with square spatial factors; steps that take K-steps of the spatial modes
@@ -234,7 +242,8 @@ class TuckerConvProjector(_ReducedProjector):
         if route == "dense":
             return grad(n0, n1)
         if route == "plain":
-            return 2 * grad(r0, r1) + n0 * r0 + n1 * r1 + grad(h0, h1) + n0 * h0 + n1 * h1
+            return (2 * grad(r0, r1) + n0 * r0 + n1 * r1 + grad(h0, h1) + n0 * h0 + n1 * h1
+                    + 2 * (n0 + n1) * _PASS_COST)
         return grad(n0, r1) + grad(r0, n1) + grad(h0 - r0, h1 - r1)
 
     def k_gradient(self, i: int, mats, Q):

@@ -28,6 +28,12 @@ __all__ = [
     "unfold",
 ]
 
+# mode_product takes one GEMM with A ⊗ I_post instead of pre small GEMMs when the modes after
+# the product hold at most _KRON_MAX_POST entries and those before at least _KRON_MIN_PRE
+# (measured, float32, 2 threads: mode 2 of a 64 x 64 x 3 x 3 core 389 -> 56 us, of
+# 32 x 32 x 3 x 3 109 -> 39 us; LeNet's 16 x 6 x 5 x 5, pre 96, is faster as it was)
+_KRON_MAX_POST, _KRON_MIN_PRE = 4, 256
+
 
 def _check_mode(mode, ndim: int, shape) -> int:
     """Return ``mode`` as a Python int in [0, ndim); raise naming the mode and the shape."""
@@ -123,9 +129,16 @@ def mode_product(T, A, mode: int):
     new_shape = shape[:mode] + (m,) + shape[mode + 1:]
     if mode == T.ndim - 1:  # last mode: one GEMM on the rows
         return (T.reshape(pre, n) @ A.T).reshape(new_shape)  # pre, m
+    post = math.prod(shape[mode + 1:])
+    if post <= _KRON_MAX_POST and pre >= _KRON_MIN_PRE:
+        # a kernel's spatial mode (post = kw): pre GEMMs of n x post would cost more in calls
+        # than in arithmetic, so one GEMM with A ⊗ I_post (zeros add exactly)
+        I = xp.eye(post, dtype=A.dtype)
+        A_post = (A[:, None, :, None] * I[None, :, None, :]).reshape(m * post, n * post)  # A ⊗ I
+        return (T.reshape(pre, n * post) @ A_post.T).reshape(new_shape)  # pre, m post
     # the rest as pre GEMMs A (m x n) times (n x post) blocks (one GEMM for mode 0); no
     # transposed copies, unlike tensordot + moveaxis
-    return xp.matmul(A, T.reshape(pre, n, math.prod(shape[mode + 1:]))).reshape(new_shape)
+    return xp.matmul(A, T.reshape(pre, n, post)).reshape(new_shape)
 
 
 def multi_mode_product(T, mats, *, skip=None, transpose: bool = False):
