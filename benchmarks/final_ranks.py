@@ -1,0 +1,51 @@
+"""Paired dense / TDLRT training steps at the ranks a full training run settled at.
+
+Usage:  refdlrt train --model vgg_small --out RUN          # CLI defaults: 15 epochs
+        python benchmarks/final_ranks.py RUN/checkpoint.npz [--steps 80]
+
+``run.py`` times TDLRT after one epoch; this loads the checkpoint of a finished run (its weights,
+ranks and optimizer state), builds a dense trainer of the same model, and times ``train_step`` on
+the same random batches, dense and TDLRT in turn, after 3 warm-up steps (learning rate lr / 200,
+so that the steps barely move the weights; the TDLRT trainer stays rank-adaptive). It prints the
+medians and the paired ratio (median over batches of TDLRT / dense).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from refdlrt.training.datasets import load_dataset
+from refdlrt.training.trainer import TrainConfig, Trainer
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoint", help="checkpoint.npz of a finished TDLRT run on the embedded data")
+    p.add_argument("--steps", type=int, default=80)
+    a = p.parse_args()
+    data = load_dataset("embedded")
+    td = Trainer.load(a.checkpoint, data)
+    td.epoch = td.cfg.epochs - 1  # the last epoch: still rank-adaptive
+    de = Trainer(TrainConfig(model=td.cfg.model, method="dense"), data)
+    print("ranks before", td.ranks())
+    rng, seconds = np.random.default_rng(2), {"dense": [], "tdlrt": []}
+    for i in range(a.steps + 3):
+        idx = np.sort(rng.choice(len(td.data.y_train), td.cfg.batch_size, replace=False))
+        for m, tr in (("dense", de), ("tdlrt", td)):
+            xb, yb = np.asarray(tr.data.x_train[idx], dtype=np.float32), tr.data.y_train[idx]
+            t0 = time.perf_counter()
+            tr.train_step(xb, yb, tr.cfg.lr / 200)
+            if i >= 3:
+                seconds[m].append(time.perf_counter() - t0)
+    ratios = np.array(seconds["tdlrt"]) / np.array(seconds["dense"])
+    print(f"{td.cfg.model}: dense {1e3 * np.median(seconds['dense']):.1f} ms, "
+          f"tdlrt {1e3 * np.median(seconds['tdlrt']):.1f} ms, paired {np.median(ratios):.3f}")
+    print("ranks after", td.ranks())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
