@@ -6,7 +6,7 @@ Usage:  git worktree add /tmp/old <commit>
 
 Each round runs ``--child`` once per checkout, in that order. A child imports refdlrt from its
 checkout, builds a dense and a TDLRT trainer (CLI defaults, the TDLRT ranks fixed at those the
-defaults settle at after one epoch, from benchmarks/results/run.json of 2026-11-30) and times
+defaults settle at after one epoch, from a run.py run of 2026-11-30) and times
 ``train_step`` on the same random batches, dense and TDLRT in turn, after 3 warm-up steps. It
 prints the medians and their ratio.
 """

@@ -6,19 +6,22 @@ Usage:  refdlrt train --model vgg_small --out RUN          # CLI defaults: 15 ep
 ``run.py`` times TDLRT after one epoch; this loads the checkpoint of a finished run (its weights,
 ranks and optimizer state), builds a dense trainer of the same model, and times ``train_step`` on
 the same random batches, dense and TDLRT in turn, after 3 warm-up steps (learning rate lr / 200,
-so that the steps barely move the weights; the TDLRT trainer stays rank-adaptive). It prints the
+so that the steps barely move the weights). The dense trainer takes the run's configuration
+with ``method="dense"`` (same model, widths, batch size, data); the TDLRT trainer is set to its
+last rank-adaptive epoch (before any fine-tune epochs), so its steps truncate as in training. It prints the
 medians and the paired ratio (median over batches of TDLRT / dense).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numpy as np
 
 from refdlrt.training.datasets import load_dataset
-from refdlrt.training.trainer import TrainConfig, Trainer
+from refdlrt.training.trainer import Trainer
 
 
 def main() -> int:
@@ -26,10 +29,10 @@ def main() -> int:
     p.add_argument("checkpoint", help="checkpoint.npz of a finished TDLRT run on the embedded data")
     p.add_argument("--steps", type=int, default=80)
     a = p.parse_args()
-    data = load_dataset("embedded")
+    data = load_dataset(Trainer.read_meta(a.checkpoint)["config"]["data"])
     td = Trainer.load(a.checkpoint, data)
-    td.epoch = td.cfg.epochs - 1  # the last epoch: still rank-adaptive
-    de = Trainer(TrainConfig(model=td.cfg.model, method="dense"), data)
+    td.epoch = max(td.cfg.warmup_epochs, td.cfg.epochs - td.cfg.finetune_epochs - 1)  # adaptive
+    de = Trainer(dataclasses.replace(td.cfg, method="dense", ranks={}, layer_r_max={}), data)
     print("ranks before", td.ranks())
     rng, seconds = np.random.default_rng(2), {"dense": [], "tdlrt": []}
     for i in range(a.steps + 3):

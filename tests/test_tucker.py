@@ -119,20 +119,29 @@ def test_mode_product_matches_einsum(xp, cfg, data):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("shape, mode", [
-    ((16, 16, 3, 3), 2),  # pre 256, post 3: one GEMM with A ⊗ I_3 (the kernel's spatial mode)
-    ((16, 16, 4, 1), 2),  # post 1 at the thresholds
-    ((8, 32, 2, 2), 2),   # post 2... 4: the kron route
-    ((4, 64, 3, 2), 1),   # pre 4: pre GEMMs
-    ((16, 6, 5, 5), 2),   # post 5 (LeNet's 5 x 5 kernel): pre GEMMs
-    ((15, 17, 3, 3), 2),  # pre 255, just below the threshold
+@pytest.mark.parametrize("shape, mode, kron", [
+    ((8, 8, 3, 3), 2, True),  # pre 64, post 3: one GEMM with A ⊗ I_3 (a kernel's spatial mode)
+    ((16, 16, 4, 1), 2, True),  # post 1
+    ((4, 16, 2, 4), 2, True),  # post 4 ... 8: still the kron route
+    ((8, 8, 3, 8), 2, True),  # post 8, at the threshold
+    ((8, 8, 3, 9), 2, False),  # post 9: pre GEMMs
+    ((7, 9, 3, 3), 2, False),  # pre 63, just below the threshold
+    ((4, 64, 3, 2), 1, False),  # pre 4
+    ((16, 6, 5, 5), 2, True),  # LeNet's 5 x 5 kernel
 ])
-def test_mode_product_kron_route_matches_einsum(xp, dtype, shape, mode):
-    # the two internal routes of mode_product (module constants _KRON_MAX_POST / _MIN_PRE),
-    # on shapes on both sides of their thresholds, against the einsum spec
+def test_mode_product_kron_route_matches_einsum(xp, monkeypatch, dtype, shape, mode, kron):
+    # the two internal routes of mode_product (module constants _KRON_MAX_POST / _MIN_PRE)
+    # on both sides of their thresholds, against the einsum spec; the route taken is asserted
+    # by counting the identity matrices it builds (only the kron route builds one)
+    import refdlrt.tensor.tucker as tk
+
+    made = []
+    real_eye = xp.eye
+    monkeypatch.setattr(xp, "eye", lambda *a, **k: made.append(a) or real_eye(*a, **k))
     rng = np.random.default_rng(7)
     T, A = rng.standard_normal(shape).astype(dtype), rng.standard_normal((5, shape[mode])).astype(dtype)
-    out = mode_product(xp.asarray(T), xp.asarray(A), mode)
+    out = tk.mode_product(xp.asarray(T), xp.asarray(A), mode)
+    assert bool(made) == kron, (shape, mode, made)
     assert out.shape == shape[:mode] + (5,) + shape[mode + 1:] and out.dtype == dtype
     expected = _einsum_mode_product(T.astype(np.float64), A.astype(np.float64), mode)
     assert_close(out, expected, dtype, scale=_scale(expected))

@@ -30,9 +30,10 @@ __all__ = [
 
 # mode_product takes one GEMM with A ⊗ I_post instead of pre small GEMMs when the modes after
 # the product hold at most _KRON_MAX_POST entries and those before at least _KRON_MIN_PRE
-# (measured, float32, 2 threads: mode 2 of a 64 x 64 x 3 x 3 core 389 -> 56 us, of
-# 32 x 32 x 3 x 3 109 -> 39 us; LeNet's 16 x 6 x 5 x 5, pre 96, is faster as it was)
-_KRON_MAX_POST, _KRON_MIN_PRE = 4, 256
+# (measured, float32, 2 threads, mode 2 of a kernel-shaped core: 64 x 64 x 3 x 3 389 -> 56 us,
+# 32 x 32 x 3 x 3 109 -> 39 us, 15 x 15 x 3 x 3 49 -> 18 us, 16 x 6 x 5 x 5 28 -> 22 us,
+# 16 x 16 x 3 x 8 50 -> 23 us; about even at 8 x 8 x 3 x 3, slower below: 4 x 4 x 3 x 3 8 -> 20 us)
+_KRON_MAX_POST, _KRON_MIN_PRE = 8, 64
 
 
 def _check_mode(mode, ndim: int, shape) -> int:
@@ -132,7 +133,8 @@ def mode_product(T, A, mode: int):
     post = math.prod(shape[mode + 1:])
     if post <= _KRON_MAX_POST and pre >= _KRON_MIN_PRE:
         # a kernel's spatial mode (post = kw): pre GEMMs of n x post would cost more in calls
-        # than in arithmetic, so one GEMM with A ⊗ I_post (zeros add exactly)
+        # than in arithmetic, so one GEMM with A ⊗ I_post (the zeros add exactly for finite
+        # T and A; an Inf in either spreads as NaN through its rows here)
         I = xp.eye(post, dtype=A.dtype)
         A_post = (A[:, None, :, None] * I[None, :, None, :]).reshape(m * post, n * post)  # A ⊗ I
         return (T.reshape(pre, n * post) @ A_post.T).reshape(new_shape)  # pre, m post
