@@ -21,13 +21,23 @@ from refdlrt.training.datasets import load_dataset
 from refdlrt.training.trainer import TrainConfig, Trainer
 
 
-def _timed(acc, key, f):
+def timed(f, record):
+    """``f`` that calls ``record(seconds, *args)`` after each call (shared with route_times.py)."""
     def g(*args, **kw):
         t0 = time.perf_counter()
         out = f(*args, **kw)
-        acc[key] += time.perf_counter() - t0
+        record(time.perf_counter() - t0, *args)
         return out
     return g
+
+
+def settled_trainer(model: str, method: str, data, train_size: int) -> Trainer:
+    """A trainer (CLI defaults) after one epoch on the first ``train_size`` images, set to its
+    last epoch, where steps are still rank-adaptive (shared with route_times.py)."""
+    tr = Trainer(TrainConfig(model=model, method=method, epochs=1, train_size=train_size), data)
+    tr.run_epoch()
+    tr.epoch = tr.cfg.epochs - 1
+    return tr
 
 
 def main() -> int:
@@ -37,25 +47,17 @@ def main() -> int:
     p.add_argument("--train-size", type=int, default=3072)
     a = p.parse_args()
     data = load_dataset("embedded")
-    trainers, acc = {}, {}
-    for method in ("dense", "tdlrt"):
-        tr = Trainer(TrainConfig(model=a.model, method=method, epochs=1, train_size=a.train_size), data)
-        tr.run_epoch()
-        tr.epoch = tr.cfg.epochs - 1
-        trainers[method], acc[method] = tr, collections.defaultdict(float)
+    trainers = {m: settled_trainer(a.model, m, data, a.train_size) for m in ("dense", "tdlrt")}
+    acc = {m: collections.defaultdict(list) for m in trainers}  # key -> seconds of each call
+    for m, tr in trainers.items():
         for i, ly in enumerate(tr.layers):
             name = f"{i}:{getattr(ly, 'name', '') or type(ly).__name__}"
-            ly.forward = _timed(acc[method], (i, name, "forward"), ly.forward)
-            ly.backward = _timed(acc[method], (i, name, "backward"), ly.backward)
-        update = tr._lowrank_update
-
-        def timed_update(k, layer, lr, mu, update=update, a_=acc[method], tr=tr):
-            t0 = time.perf_counter()
-            update(k, layer, lr, mu)
-            name = f"{k}:{getattr(layer, 'name', '')}"
-            a_[(k, name, "update")] += time.perf_counter() - t0
-
-        tr._lowrank_update = timed_update
+            for part in ("forward", "backward"):
+                key = (i, name, part)
+                setattr(ly, part, timed(getattr(ly, part), lambda dt, *_, k=key, t=acc[m]: t[k].append(dt)))
+        tr._lowrank_update = timed(
+            tr._lowrank_update,
+            lambda dt, k, layer, *_, t=acc[m]: t[(k, f"{k}:{layer.name}", "update")].append(dt))
     rng, total = np.random.default_rng(1), {m: 0.0 for m in trainers}
     for s in range(a.steps):
         idx = np.sort(rng.choice(len(trainers["dense"].data.y_train), trainers["dense"].cfg.batch_size,
@@ -69,7 +71,7 @@ def main() -> int:
     print(f"{a.model}: ms per step, mean of {a.steps}; TDLRT ranks {trainers['tdlrt'].ranks()}")
     print(f"{'layer':16s} {'part':9s} {'dense':>8s} {'tdlrt':>8s}")
     for key in sorted(set(acc["dense"]) | set(acc["tdlrt"])):
-        d, t = (1e3 * acc[m].get(key, 0.0) / a.steps for m in ("dense", "tdlrt"))
+        d, t = (1e3 * sum(acc[m].get(key, ())) / a.steps for m in ("dense", "tdlrt"))
         print(f"{key[1]:16s} {key[2]:9s} {d:8.2f} {t:8.2f}")
     d, t = (1e3 * total[m] / a.steps for m in ("dense", "tdlrt"))
     print(f"step: dense {d:.1f} ms, tdlrt {t:.1f} ms, ratio {t / d:.3f}")

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import time
 
 import numpy as np
+from layer_times import settled_trainer, timed  # benchmarks/ is the script's folder
 
 from refdlrt.nn.lowrank_layers import TuckerConv2d
 from refdlrt.training.datasets import load_dataset
-from refdlrt.training.trainer import TrainConfig, Trainer
 
 ROUTES = ("auto", "dense", "plain", "blocks")
 
@@ -31,27 +30,16 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=96)
     p.add_argument("--train-size", type=int, default=3072)
     a = p.parse_args()
-    tr = Trainer(TrainConfig(model="vgg_small", method="tdlrt", epochs=1, train_size=a.train_size),
-                 load_dataset("embedded"))
-    tr.run_epoch()
-    tr.epoch = tr.cfg.epochs - 1  # still rank-adaptive
+    tr = settled_trainer("vgg_small", "tdlrt", load_dataset("embedded"), a.train_size)
     times, current = collections.defaultdict(list), {"route": "auto"}
-    update = tr._lowrank_update
 
-    def timed_update(k, layer, lr, mu):
-        t0 = time.perf_counter()
-        update(k, layer, lr, mu)
-        times[(layer.name, "update", current["route"])].append(time.perf_counter() - t0)
-
-    tr._lowrank_update = timed_update
+    tr._lowrank_update = timed(
+        tr._lowrank_update,
+        lambda dt, k, layer, *_: times[(layer.name, "update", current["route"])].append(dt))
     tucker = [ly for ly in tr.layers if isinstance(ly, TuckerConv2d)]
     for ly in tucker:
-        def timed_backward(dy, f=ly.backward, ly=ly):
-            t0 = time.perf_counter()
-            out = f(dy)
-            times[(ly.name, "backward", current["route"])].append(time.perf_counter() - t0)
-            return out
-        ly.backward = timed_backward
+        ly.backward = timed(
+            ly.backward, lambda dt, *_, n=ly.name: times[(n, "backward", current["route"])].append(dt))
     rng = np.random.default_rng(1)
     for s in range(a.steps):
         current["route"] = ROUTES[s % len(ROUTES)]

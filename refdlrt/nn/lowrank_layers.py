@@ -136,10 +136,8 @@ class _LowRankLayer:
         return self._shape
 
     def _add_bias(self, y):
-        if "b" not in self.params:
-            return y
-        b = self.params["b"]
-        y += b.reshape(1, -1, 1, 1) if y.ndim == 4 else b  # y is the layer's own new array: no copy
+        if "b" in self.params:  # y is the layer's own new array: added in place, no copy
+            y += self.params["b"].reshape(1, -1, 1, 1) if y.ndim == 4 else self.params["b"]
         return y
 
     def _bias_grad(self, dy):

@@ -42,23 +42,17 @@ __all__ = [
     "split_new_directions",
 ]
 
-# Cost of one element of a patch matrix in the model of TuckerConvProjector.cost, in GEMM
-# multiply-adds: it stands for the passes over the activations that a kernel gradient adds
-# (im2col copies, NCHW <-> NHWC transposes of dy; the plain route's channel projections and
-# pixel sums are priced by _PASS_COST below), which run
-# at memory speed while the GEMMs run at full speed on every core. Calibrated on a quiet 2-core
-# machine (benchmarks/run.py "layer" shape, 64 -> 64, N = 128, 32x32, float32, 2 threads):
-# forming G was as fast as the blocks route at r = 4 and faster at r = 8, 16, 24
-# (400 vs 453, 429 vs 565, 514 vs 814 ms for the step).
-_COPY_COST = 256
-# Cost of reading one element of a full-channel activation (x or dy) in a pass that the plain
-# route adds: its two K-steps' pixel sums and the S-step's two channel projections each read
-# x or dy once, n_0 + n_1 elements per pixel per pair, at memory speed. Set from vgg_small's
-# conv4 (64 -> 64, 14x14, N = 64, r = 16; benchmarks/route_times.py, results/route-times.txt
-# and README "Performance"): dense 19.9-25.8 ms against plain 22.8-30.0 per step, where the
-# model without this term picked plain; on 64 -> 64 it now picks plain up to r = 14; the run.py layer
-# at r = 16, where the two routes measured the same, goes to dense with it, r = 8 stays plain.
-_PASS_COST = 128
+# Costs in the model of TuckerConvProjector.cost, in GEMM multiply-adds, of passes over the
+# activations that run at memory speed while GEMMs run at full speed on every core.
+# _COPY_COST: one element of a kernel gradient's patch matrix (im2col copies, NCHW <-> NHWC
+# transposes of dy); calibrated on the run.py "layer" shape (64 -> 64, N = 128, 32x32, float32,
+# 2 threads), where forming G was as fast as the blocks route at r = 4 and faster at r = 8, 16,
+# 24 (400 vs 453, 429 vs 565, 514 vs 814 ms for the step).
+# _PASS_COST: one element of x or dy read by the plain route's two K-step pixel sums and two
+# S-step channel projections; set from vgg_small's conv4 (64 -> 64, 14x14, N = 64, r = 16;
+# benchmarks/route_times.py): dense 19.9-25.8 ms against plain 22.8-30.0, where the model without
+# it picked plain. On 64 -> 64 plain now wins up to r = 14 (the run.py layer: r = 8 plain, 16 dense).
+_COPY_COST, _PASS_COST = 256, 128
 
 
 def channel_matmul(A, x):
