@@ -9,7 +9,8 @@ learning rate lr = λ, tolerance tau = τ, gradient G = grad_W L(Y) given as a p
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -66,11 +67,14 @@ class StepInfo:
     lift_error : float or None
         ||Ĉ x_i Û_i - Y||_F before the S-step (None when ``diagnostics=False``).
     orthonormality_error : float
-        max_i ||U_i'^T U_i' - I||_F of the new bases.
+        max_i ||U_i'^T U_i' - I||_F of the new bases (computed when first read: a training
+        step never reads it, and the layer's weight setter checks the same bases).
     velocity : array or None
         With momentum: the new velocity's core in the new bases, to pass to the next step
         (the projected heavy-ball direction grad_Ĉ of G + μV, truncated by x_i P_i^T).
         None without momentum.
+    new_factors : tuple of arrays
+        The new bases U_i' (those of the returned Tucker tensor).
     """
 
     ranks_before: tuple
@@ -83,9 +87,13 @@ class StepInfo:
     grad_old_core_norm: float | None
     grad_norm: float | None
     lift_error: float | None
-    orthonormality_error: float
     normal_grad_norm: float | None = None
     velocity: object = None
+    new_factors: tuple = field(default=(), repr=False, compare=False)  # the U_i', for the property
+
+    @cached_property
+    def orthonormality_error(self) -> float:
+        return max_orthonormality_error(self.new_factors)
 
 
 def _check_finite(a, what: str):
@@ -183,11 +191,18 @@ def s_step(C_hat, U_hats: Sequence, grad, lr: float):
     -----
     grad_Ĉ L = G x_0 Û_0^T ... x_{d-1} Û_{d-1}^T, taken at the same point Y (the lifted
     tensor equals Y, so no new forward pass is needed). Returns (Ĉ after the step, grad_Ĉ L).
+    A mode whose Û_i is the identity (:func:`augment` of a square U_i) is left unprojected,
+    the same numbers without the product.
     """
     grad = as_projector(grad, tuple(U.shape[0] for U in U_hats))  # a dense G is accepted too
-    grad_C = grad.project(list(U_hats))  # r̂_0 x ... x r̂_{d-1}
+    grad_C = grad.project([None if _is_identity(U) else U for U in U_hats])  # r̂_0 x ... x r̂_{d-1}
     _check_finite(grad_C, "the core gradient")
     return C_hat - lr * grad_C, grad_C
+
+
+def _is_identity(U) -> bool:
+    xp = get_xp(U)
+    return U.shape[0] == U.shape[1] and bool(xp.array_equal(U, xp.eye(U.shape[0], dtype=U.dtype)))
 
 
 def truncate(C_hat, U_hats: Sequence, tau: float, *, r_min=1, r_max=None):
@@ -451,6 +466,6 @@ def _step_info(Y, G, C_hat, U_hats, grad_C, Y_new, theta, eta, bound, v_new, dia
         grad_norm=grad_norm,
         normal_grad_norm=normal,
         lift_error=fro(multi_mode_product(C_hat, U_hats) - Y.to_tensor()) if diagnostics else None,
-        orthonormality_error=max_orthonormality_error(Y_new.factors),
+        new_factors=tuple(Y_new.factors),
         velocity=v_new,
     )

@@ -75,14 +75,19 @@ class MomentumGradient:
     Us: tuple
     mu: float
 
+    def _velocity_mats(self, mats: Sequence) -> list:
+        """A_i^T U_i per mode, so that V x_i A_i^T = v x_i (A_i^T U_i): U_i where A_i is None
+        (the mode stays unprojected), None (the identity, U_i^T U_i = I) where A_i is U_i itself,
+        as in the K-steps, which project the other modes onto the weight's own bases."""
+        return [U if A is None else (None if A is U else A.T @ U) for A, U in zip(mats, self.Us)]
+
     def project(self, mats: Sequence):
-        mats_v = [U if A is None else A.T @ U for A, U in zip(mats, self.Us)]
+        mats_v = self._velocity_mats(mats)
         return self.G.project(mats) + self.mu * multi_mode_product(self.v, mats_v)
 
     def k_gradient(self, i: int, mats: Sequence, Q):
         """Mat_i((G + μV) x_j mats[j]^T) Q: G's part by :func:`k_contraction`, V's in the core."""
-        mats_v = [U if A is None else A.T @ U for A, U in zip(mats, self.Us)]
-        v_part = unfold(multi_mode_product(self.v, mats_v), i) @ Q
+        v_part = unfold(multi_mode_product(self.v, self._velocity_mats(mats)), i) @ Q
         return k_contraction(self.G, i, mats, Q) + self.mu * v_part
 
     def norm(self):

@@ -305,6 +305,13 @@ class TuckerConvProjector(_ReducedProjector):
                               dilation=d)  # N, q, H, W
         return _pixel_sum(self.x, h)  # n1 x q
 
+    def reduced_gradient(self, A0, A1):
+        """G x_0 A0^T x_1 A1^T; the dense route keeps G and takes each from it (two small
+        products), with nothing to memoise."""
+        if self.route == "dense":
+            return self._reduced(A0, A1)
+        return super().reduced_gradient(A0, A1)
+
     def _reduced(self, A0, A1):
         if self.route == "dense":
             if self._G is None:
@@ -351,6 +358,11 @@ class LowRankLinearProjector(_ReducedProjector):
         super().__init__((dy.shape[1], x.shape[1]))
         self.x, self.z1, self.dy, self.dz2 = x, z1, dy, dz2
         self.U0, self.U1 = (U.copy() for U in factors)  # snapshots (see _same)
+
+    def reduced_gradient(self, A0, A1):
+        """(dy A0)^T (x A1), computed each time: two thin products cost less than the memo's
+        copies and comparisons, and a step asks for each projection once."""
+        return self._reduced(A0, A1)
 
     def _reduced(self, A0, A1):
         xa = _project_channels(A1, self.U1, self.z1, self.x)  # N, b

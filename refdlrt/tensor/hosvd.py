@@ -95,9 +95,15 @@ def truncation_rank(sigma, theta, r_min: int = 1, r_max=None) -> int:
         raise ValueError(
             f"truncation_rank: expected an int r_max >= r_min = {r_min}, got {r_max!r}"
         )
-    tails = tail_norms(s)  # k+1, non-increasing
+    return _rank_from_tails(tail_norms(s), theta, r_min, r_max)
+
+
+def _rank_from_tails(tails, theta: float, r_min: int, r_max: int) -> int:
+    """:func:`truncation_rank` from ``tails = tail_norms(sigma)`` (k + 1 entries, non-increasing)
+    and checked arguments: ``min(max(r_ϑ, r_min), r_max, k)``, r_ϑ the first r with
+    ``tails[r] <= ϑ``."""
     r_theta = int(np.argmax(tails <= theta))  # first admissible r; tails[k] = 0 <= theta
-    return int(min(max(r_theta, r_min), r_max, k))
+    return int(min(max(r_theta, r_min), r_max, len(tails) - 1))
 
 
 @dataclass(frozen=True)
@@ -220,18 +226,18 @@ def hosvd(T, *, ranks=None, tau=None, r_min=1, r_max=None):
 
     bases, sigmas, chosen, tails = [], [], [], []
     for i in range(d):
-        P, s = left_singular(unfold(T, i))  # n_i, k_i; k_i
-        k = int(s.shape[0])
+        P, s = left_singular(unfold(T, i))  # n_i, k_i; k_i (finite, descending, >= 0)
+        k, t = int(s.shape[0]), tail_norms(s)  # t: k_i + 1
         if ranks is not None:
             r = min(ranks[i], k)
         elif theta is not None:
-            r = truncation_rank(s, theta, r_min[i], r_max[i])
+            r = _rank_from_tails(t, theta, r_min[i], r_max[i])  # = truncation_rank(s, ...)
         else:
             r = min(r_max[i], k)
         bases.append(P[:, :r])  # n_i, r_i
         sigmas.append(s)
         chosen.append(r)
-        tails.append(float(tail_norms(s)[r]))
+        tails.append(float(t[r]))
     core = multi_mode_product(T, bases, transpose=True)  # r_0, ..., r_{d-1}
     info = HOSVDInfo(
         singular_values=tuple(sigmas),
