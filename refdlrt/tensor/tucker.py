@@ -66,11 +66,12 @@ def unfold(T, mode: int):
     ``T[k_0, ..., k_{d-1}]`` goes to row ``k_i`` and column
     ``sum_{j != i} k_j prod_{l > j, l != i} n_l``.
     """
-    xp = get_xp(T)
     mode = _check_mode(mode, T.ndim, T.shape)
     n = T.shape[mode]
     rest = math.prod(s for j, s in enumerate(T.shape) if j != mode)
-    return xp.moveaxis(T, mode, 0).reshape(n, rest)  # n_i, prod_{j!=i} n_j
+    # moveaxis(T, mode, 0) as a transpose (the same view, without moveaxis's argument handling)
+    order = (mode,) + tuple(j for j in range(T.ndim) if j != mode)
+    return T.transpose(order).reshape(n, rest)  # n_i, prod_{j!=i} n_j
 
 
 def fold(M, mode: int, shape):
