@@ -12,8 +12,10 @@ a tensor of size a x b (x kh x kw for the Tucker conv, whose modes 2, 3 are proj
 afterwards; for the matrix conv, A1 acts on the im2col patches of x, i.e. "A1^T x" is
 conv2d(x, A1^T reshaped to kernels)). Each projector reuses the layer's cached
 z1 = U_1^T x and dz2 = U_0^T dy when A1 equals U_1 / A0 equals U_0, and memoises its last
-few reduced gradients; both are keyed on the numbers (copies), never on object identity, so
-an array changed in place by the caller cannot return a stale answer. ``dense()`` forms G (the readable oracle route).
+few reduced gradients (except the Tucker projector's dense route, which keeps G, and the linear
+projector, whose two thin products cost less than a memo); both are keyed on the numbers
+(copies), never on object identity, so an array changed in place by the caller cannot return a
+stale answer. ``dense()`` forms G (the readable oracle route).
 
 The Tucker projector gives the K-steps' gradients Mat_i(G x_{j≠i} U_j^T) Q_i directly
 (``k_gradient``: Q_i folded into a convolution of the core's size, then a 1 x 1 product), and
@@ -117,8 +119,13 @@ class _ReducedProjector:
                 return value
         return None
 
+    def _memoises(self) -> bool:
+        return True
+
     def reduced_gradient(self, A0, A1):
-        """G x_0 A0^T x_1 A1^T (memoised by the content of A0, A1)."""
+        """G x_0 A0^T x_1 A1^T (memoised by the content of A0, A1 where ``_memoises()``)."""
+        if not self._memoises():
+            return self._reduced(A0, A1)
         value = self._lookup(A0, A1)
         if value is not None:
             return value
@@ -305,12 +312,8 @@ class TuckerConvProjector(_ReducedProjector):
                               dilation=d)  # N, q, H, W
         return _pixel_sum(self.x, h)  # n1 x q
 
-    def reduced_gradient(self, A0, A1):
-        """G x_0 A0^T x_1 A1^T; the dense route keeps G and takes each from it (two small
-        products), with nothing to memoise."""
-        if self.route == "dense":
-            return self._reduced(A0, A1)
-        return super().reduced_gradient(A0, A1)
+    def _memoises(self) -> bool:
+        return self.route != "dense"  # the dense route keeps G: each projection is two products
 
     def _reduced(self, A0, A1):
         if self.route == "dense":
@@ -359,10 +362,8 @@ class LowRankLinearProjector(_ReducedProjector):
         self.x, self.z1, self.dy, self.dz2 = x, z1, dy, dz2
         self.U0, self.U1 = (U.copy() for U in factors)  # snapshots (see _same)
 
-    def reduced_gradient(self, A0, A1):
-        """(dy A0)^T (x A1), computed each time: two thin products cost less than the memo's
-        copies and comparisons, and a step asks for each projection once."""
-        return self._reduced(A0, A1)
+    def _memoises(self) -> bool:
+        return False  # two thin products cost less than the memo's copies and comparisons
 
     def _reduced(self, A0, A1):
         xa = _project_channels(A1, self.U1, self.z1, self.x)  # N, b
