@@ -8,7 +8,9 @@ Each round runs ``--child`` once per checkout, in that order. A child imports re
 checkout, builds a dense and a TDLRT trainer (CLI defaults, the TDLRT ranks fixed at those the
 defaults settle at after one epoch, from a run.py run of 2026-11-30) and times
 ``train_step`` on the same random batches, dense and TDLRT in turn, after 3 warm-up steps. It
-prints the medians and their ratio.
+prints the medians and their ratio. ``--model layer`` times run.py's one-layer measurement
+instead (``layer_bench.time_layer``, 64 -> 64, N = 128, 32 x 32, at r = 8 and 16; ``--steps``
+repeats), and prints (TDLRT step / dense f+b) per rank.
 """
 
 from __future__ import annotations
@@ -26,8 +28,30 @@ SETTLED_RANKS = {
 }
 
 
+def layer_child(root: str, repeats: int) -> None:
+    """run.py's one-layer ratio at r = 8 and 16, with ``root``'s refdlrt (already on the path)."""
+    import numpy as np
+    from layer_bench import time_layer  # benchmarks/: this script's folder
+
+    import refdlrt
+
+    N, H, n, k = 128, 32, 64, 3
+    rng = np.random.default_rng(0)  # run.py's section_layer data
+    x = rng.standard_normal((N, n, H, H), dtype=np.float32)
+    dy = rng.standard_normal((N, n, H, H), dtype=np.float32)
+    w = (rng.standard_normal((n, n, k, k)) / np.sqrt(n * k * k)).astype(np.float32)
+    out = []
+    for r in (8, 16):
+        dense, _, full = time_layer(x, w, dy, r, repeats)
+        out.append(f"r = {r}: {1e3 * full:.1f} / {1e3 * dense:.1f} ms = {full / dense:.3f}")
+    print(f"{os.path.dirname(refdlrt.__file__)} layer: " + "; ".join(out), flush=True)
+
+
 def child(root: str, model: str, steps: int) -> None:
     sys.path.insert(0, os.path.abspath(root))
+    if model == "layer":
+        layer_child(root, steps)
+        return
     import numpy as np
 
     import refdlrt
@@ -56,7 +80,7 @@ def child(root: str, model: str, steps: int) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("roots", nargs="*", help="checkouts to compare")
-    p.add_argument("--model", default="lenet5", choices=sorted(SETTLED_RANKS))
+    p.add_argument("--model", default="lenet5", choices=sorted(SETTLED_RANKS) + ["layer"])
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)

@@ -80,12 +80,10 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
 
 import numpy as np
-from machine import cpu_busy_seconds  # benchmarks/ is the script's folder
+from layer_bench import layer_flops, time_layer  # benchmarks/ is the script's folder
+from machine import cpu_busy_seconds
 
 from refdlrt.backend import to_numpy
-from refdlrt.dlrt.integrator import tdlrt_step
-from refdlrt.nn.lowrank_layers import TuckerConv2d
-from refdlrt.ops.conv import conv2d_backward, conv2d_forward
 from refdlrt.ops.loss import softmax_cross_entropy, softmax_cross_entropy_backward
 from refdlrt.training.datasets import load_dataset, load_embedded_mnist
 from refdlrt.training.trainer import TrainConfig, Trainer
@@ -316,43 +314,6 @@ def section_breakdown(data, quick, trainers):
 
 
 # -- layer -------------------------------------------------------------------------------------
-def layer_flops(P: int, n: int, k2: int, r: int) -> tuple:
-    """(dense f+b, Tucker f+b + projections) FLOPs, see the module docstring."""
-    rh = min(2 * r, n)
-    fwd, bwd = 2 * P * (n * r + k2 * r * r + r * n), 2 * P * (r * n + 2 * k2 * r * r + r * n)
-    proj = 2 * P * (k2 * r * n + k2 * n * r + k2 * rh * rh + 2 * n * rh)
-    return 3 * 2 * P * k2 * n * n, fwd + bwd + proj
-
-
-def time_layer(x, w, dy, r, repeats):
-    """Median seconds (dense f+b, Tucker f+b, Tucker f+b+projections+step), interleaved."""
-    k = w.shape[2]
-    layer, ranks = TuckerConv2d.from_dense(w, None, ranks=(r, r, k, k), padding=1), (r, r, k, k)
-
-    def dense():
-        t0 = time.perf_counter()
-        _, cache = conv2d_forward(x, w, None, padding=1)
-        conv2d_backward(dy, cache)
-        return time.perf_counter() - t0
-
-    def tucker():
-        t0 = time.perf_counter()
-        layer.forward(x)
-        layer.backward(dy)
-        t1 = time.perf_counter()
-        Y, _ = tdlrt_step(layer.weight, layer.projector(), 0.01, 0.0, r_min=r, r_max=ranks,
-                          diagnostics=False)
-        t2 = time.perf_counter()
-        if tuple(Y.ranks) != ranks:
-            raise RuntimeError(f"layer: ranks changed to {Y.ranks}, expected {ranks}")
-        return t1 - t0, t2 - t0
-
-    for _ in range(2):  # warm-up
-        dense(), tucker()
-    s = np.array([(dense(), *tucker()) for _ in range(repeats)])
-    return np.median(s, axis=0)
-
-
 def section_layer(quick):
     N, H, n, k, repeats = (8, 8, 64, 3, 2) if quick else (128, 32, 64, 3, 5)
     rng = np.random.default_rng(0)

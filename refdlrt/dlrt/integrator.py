@@ -20,7 +20,7 @@ from ..tensor.linalg import check_orthonormal, orth, qr_signfixed
 from ..tensor.ranks import compatible_ranks
 from ..tensor.tucker import Tucker, multi_mode_product, unfold
 from .projector import MomentumGradient, as_projector, k_contraction
-from .step_info import StepInfo, step_info
+from .step_info import StepInfo, make_step_info
 
 __all__ = [
     "StepInfo",
@@ -141,6 +141,7 @@ def s_step(C_hat, U_hats: Sequence, grad, lr: float):
 
 
 def _is_identity(U) -> bool:
+    """U is the identity matrix (what :func:`augment` returns for a square U_i)."""
     xp = get_xp(U)
     return U.shape[0] == U.shape[1] and bool(xp.array_equal(U, xp.eye(U.shape[0], dtype=U.dtype)))
 
@@ -294,7 +295,7 @@ def tdlrt_step(
         raise FloatingPointError(f"tdlrt_step: the truncation tolerance ({theta}) or error ({eta}) "
                                  f"is not finite; refusing a silent rank collapse")
     v_new = transport_velocity(grad_C, U_hats, Y_new.factors) if momentum else None
-    info = step_info(Y, G, C_hat, U_hats, grad_C, Y_new, theta, eta, bound, v_new, diagnostics)
+    info = make_step_info(Y, G, C_hat, U_hats, grad_C, Y_new, theta, eta, bound, v_new, diagnostics)
     return Y_new, info
 
 

@@ -67,7 +67,9 @@ class MomentumGradient:
     Notes
     -----
     (G + μ V) x_i A_i^T = G x_i A_i^T + μ v x_i (A_i^T U_i); a None entry leaves the mode
-    unprojected, i.e. uses U_i itself. V is never formed.
+    unprojected, i.e. uses U_i itself, and an A_i that is U_i itself (the K-steps' projections
+    onto the weight's own bases) leaves v unprojected: U_i^T U_i = I, as the step's inputs are
+    checked to be orthonormal. V is never formed.
     """
 
     G: object

@@ -1,5 +1,5 @@
 """What one TDLRT step reports besides the new weight: :class:`StepInfo`, and
-:func:`step_info`, which :func:`refdlrt.dlrt.integrator.tdlrt_step` calls to fill it in."""
+:func:`make_step_info`, which :func:`refdlrt.dlrt.integrator.tdlrt_step` calls to fill it in."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ..tensor.linalg import max_orthonormality_error
 from ..tensor.tucker import multi_mode_product
 from .projector import DenseGradient
 
-__all__ = ["StepInfo", "step_info"]
+__all__ = ["StepInfo", "make_step_info"]
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,12 @@ class StepInfo:
 
     @cached_property
     def orthonormality_error(self) -> float:
+        if not self.new_factors:
+            raise ValueError("StepInfo.orthonormality_error: no new factors were given (new_factors=())")
         return max_orthonormality_error(self.new_factors)
 
 
-def step_info(Y, G, C_hat, U_hats, grad_C, Y_new, theta, eta, bound, v_new, diagnostics):
+def make_step_info(Y, G, C_hat, U_hats, grad_C, Y_new, theta, eta, bound, v_new, diagnostics):
     """Diagnostics of the step (see :class:`StepInfo`)."""
     grad_norm = G.norm() if hasattr(G, "norm") else None
     if diagnostics and isinstance(G, DenseGradient):

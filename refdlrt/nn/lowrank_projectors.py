@@ -99,7 +99,7 @@ def _conv2d_weight_grad(x, dy, kernel_size, stride, padding, dilation):
 
 class _ReducedProjector:
     """project(mats) = finish(reduced(mats[0], mats[1]), mats), with the last few reduced
-    gradients memoised by the content of (mats[0], mats[1])."""
+    gradients memoised by the content of (mats[0], mats[1]) where ``_memoises()`` says so."""
 
     _MEMO_SIZE = 4
 

@@ -1,0 +1,110 @@
+"""The integrator of two checkouts on the same captured steps, alternated in one process.
+
+Usage:  git worktree add /tmp/old <commit>
+        python benchmarks/ab_integrator.py /tmp/old . [--model vgg_small] [--rounds 100]
+
+Trains a TDLRT trainer (CLI defaults, this checkout's code) for one epoch on the first
+``--train-size`` embedded images, then takes one more step and keeps what ``tdlrt_step`` was
+given for each low-rank layer: the weight, the projector's activations and route, the arguments.
+Each checkout is imported under a package name of its own, so both live in one process and the
+machine's phase, which drifts by up to 1.5x within minutes, is the same for both. Every round
+takes each layer's step once per checkout (the order alternating), each through a projector built
+by that checkout's own classes; the "dense" route's G is handed over already formed (the same
+kernel gradient in both, not the integrator's work). Prints per layer the median ms of each, and
+the median over the rounds of the ratio of the totals (second / first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def load(name: str, root: str) -> dict:
+    """The modules the step needs, from ``root``'s refdlrt imported as package ``name``."""
+    init = os.path.join(os.path.abspath(root), "refdlrt", "__init__.py")
+    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[os.path.dirname(init)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return {k: importlib.import_module(f"{name}.{k}")
+            for k in ("dlrt.integrator", "nn.lowrank_projectors", "tensor.tucker")}
+
+
+def capture(model: str, train_size: int) -> list:
+    """One step's tdlrt_step arguments per low-rank layer, as plain arrays and values."""
+    from refdlrt.training import trainer as trainer_mod
+    from refdlrt.training.datasets import load_dataset
+
+    tr = trainer_mod.Trainer(trainer_mod.TrainConfig(model=model, method="tdlrt", epochs=1,
+                                                     train_size=train_size), load_dataset("embedded"))
+    tr.run_epoch()
+    tr.epoch = tr.cfg.epochs - 1  # still rank-adaptive
+    seen, real = [], trainer_mod.tdlrt_step
+
+    def keep(Y, P, lr, tau, **kw):
+        route = getattr(P, "route", None)
+        seen.append(dict(core=Y.core, factors=Y.factors, x=P.x, z1=P.z1, dy=P.dy, dz2=P.dz2,
+                         geometry=getattr(P, "geometry", None), route=route, lr=lr, tau=tau, kw=kw,
+                         G=P.dense() if route == "dense" else None))
+        return real(Y, P, lr, tau, **kw)
+
+    trainer_mod.tdlrt_step = keep
+    try:
+        rng = np.random.default_rng(0)
+        idx = np.sort(rng.choice(len(tr.data.y_train), tr.cfg.batch_size, replace=False))
+        tr.train_step(np.asarray(tr.data.x_train[idx], dtype=np.float32), tr.data.y_train[idx], tr.cfg.lr)
+    finally:
+        trainer_mod.tdlrt_step = real
+    return seen
+
+
+def step(mods: dict, c: dict):
+    """One tdlrt_step of checkout ``mods`` on capture ``c``; returns its seconds."""
+    lp, tucker, integrator = mods["nn.lowrank_projectors"], mods["tensor.tucker"], mods["dlrt.integrator"]
+    if c["route"] is None:
+        P = lp.LowRankLinearProjector(c["x"], c["z1"], c["dy"], c["dz2"], c["factors"])
+    else:
+        P = lp.TuckerConvProjector(c["x"], c["z1"], c["dy"], c["dz2"], c["factors"], c["geometry"],
+                                   route=c["route"])
+        if c["G"] is not None:
+            P._G = c["G"]  # formed outside the clock
+    t0 = time.perf_counter()
+    integrator.tdlrt_step(tucker.Tucker(c["core"], c["factors"]), P, c["lr"], c["tau"], **c["kw"])
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("roots", nargs=2, help="the two checkouts (first, second)")
+    p.add_argument("--model", default="vgg_small", choices=("lenet5", "vgg_small"))
+    p.add_argument("--rounds", type=int, default=100)
+    p.add_argument("--train-size", type=int, default=3072)
+    a = p.parse_args()
+    caps = capture(a.model, a.train_size)
+    mods = [load(f"refdlrt_ab{i}", root) for i, root in enumerate(a.roots)]
+    for m in mods:  # warm-up
+        for c in caps:
+            step(m, c)
+    per = np.zeros((a.rounds, 2, len(caps)))
+    for r in range(a.rounds):
+        for j in ((0, 1) if r % 2 else (1, 0)):
+            per[r, j] = [step(mods[j], c) for c in caps]
+    tot = per.sum(axis=2)
+    print(f"{a.model}: tdlrt_step ms, medians of {a.rounds} rounds; first = {a.roots[0]}, second = {a.roots[1]}")
+    for k, c in enumerate(caps):
+        print(f"  layer {k} {tuple(c['core'].shape)}, route {c['route'] or 'linear'}: "
+              f"{1e3 * np.median(per[:, 0, k]):.2f} / {1e3 * np.median(per[:, 1, k]):.2f}")
+    print(f"  total {1e3 * np.median(tot[:, 0]):.2f} / {1e3 * np.median(tot[:, 1]):.2f}, "
+          f"median ratio second / first {np.median(tot[:, 1] / tot[:, 0]):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
