@@ -39,13 +39,12 @@ def load(name: str, root: str) -> dict:
 
 def capture(model: str, train_size: int) -> list:
     """One step's tdlrt_step arguments per low-rank layer, as plain arrays and values."""
+    from layer_times import settled_trainer  # benchmarks/: this script's folder
+
     from refdlrt.training import trainer as trainer_mod
     from refdlrt.training.datasets import load_dataset
 
-    tr = trainer_mod.Trainer(trainer_mod.TrainConfig(model=model, method="tdlrt", epochs=1,
-                                                     train_size=train_size), load_dataset("embedded"))
-    tr.run_epoch()
-    tr.epoch = tr.cfg.epochs - 1  # still rank-adaptive
+    tr = settled_trainer(model, "tdlrt", load_dataset("embedded"), train_size)
     seen, real = [], trainer_mod.tdlrt_step
 
     def keep(Y, P, lr, tau, **kw):

@@ -28,6 +28,27 @@ SETTLED_RANKS = {
 }
 
 
+def step_seconds(trainers: dict, data, steps: int, before=None) -> dict:
+    """Seconds of ``train_step`` per trainer: the same random batches (seed 0) for all, taken in
+    turn, after 3 warm-up steps; ``before(name)`` runs before each trainer's step, off the clock
+    (shared with integrator_bound.py)."""
+    import numpy as np
+
+    rng, seconds = np.random.default_rng(0), {m: [] for m in trainers}
+    batch = next(iter(trainers.values())).cfg.batch_size
+    for i in range(steps + 3):
+        idx = np.sort(rng.choice(len(data.y_train), batch, replace=False))
+        xb, yb = np.asarray(data.x_train[idx], dtype=np.float32), data.y_train[idx]
+        for m, tr in trainers.items():
+            if before is not None:
+                before(m)
+            t0 = time.perf_counter()
+            tr.train_step(xb, yb, tr.cfg.lr / 2)
+            if i >= 3:
+                seconds[m].append(time.perf_counter() - t0)
+    return seconds
+
+
 def layer_child(root: str, repeats: int) -> None:
     """run.py's one-layer ratio at r = 8 and 16, with ``root``'s refdlrt (already on the path)."""
     import numpy as np
@@ -62,16 +83,7 @@ def child(root: str, model: str, steps: int) -> None:
     trainers = {m: Trainer(TrainConfig(model=model, method=m,
                                        ranks=SETTLED_RANKS[model] if m == "tdlrt" else None), data)
                 for m in ("dense", "tdlrt")}
-    rng, seconds = np.random.default_rng(0), {m: [] for m in trainers}
-    batch = trainers["dense"].cfg.batch_size
-    for i in range(steps + 3):
-        idx = np.sort(rng.choice(len(data.y_train), batch, replace=False))
-        xb, yb = np.asarray(data.x_train[idx], dtype=np.float32), data.y_train[idx]
-        for m, tr in trainers.items():
-            t0 = time.perf_counter()
-            tr.train_step(xb, yb, tr.cfg.lr / 2)
-            if i >= 3:
-                seconds[m].append(time.perf_counter() - t0)
+    seconds = step_seconds(trainers, data, steps)
     dense, tdlrt = (1e3 * float(np.median(seconds[m])) for m in ("dense", "tdlrt"))
     print(f"{os.path.dirname(refdlrt.__file__)} {model}: dense {dense:.1f} ms, tdlrt {tdlrt:.1f} ms, "
           f"ratio {tdlrt / dense:.3f}", flush=True)

@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from types import SimpleNamespace
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ab_steps import SETTLED_RANKS  # noqa: E402
+from ab_steps import SETTLED_RANKS, step_seconds  # noqa: E402
 
 import refdlrt.training.trainer as trainer_mod  # noqa: E402
 from refdlrt.training.datasets import load_embedded_mnist  # noqa: E402
@@ -53,17 +52,14 @@ def main() -> int:
                                        ranks=None if k == "dense" else SETTLED_RANKS[a.model]), data)
                 for k in kinds}
     real_step = trainer_mod.tdlrt_step
-    rng, seconds = np.random.default_rng(0), {k: [] for k in kinds}
-    for i in range(a.steps + 3):
-        idx = np.sort(rng.choice(len(data.y_train), trainers["dense"].cfg.batch_size, replace=False))
-        xb, yb = np.asarray(data.x_train[idx], dtype=np.float32), data.y_train[idx]
-        for k, tr in trainers.items():
-            trainer_mod.tdlrt_step = projections_only if k.endswith("free") else real_step
-            t0 = time.perf_counter()
-            tr.train_step(xb, yb, tr.cfg.lr / 2)
-            if i >= 3:
-                seconds[k].append(time.perf_counter() - t0)
-    trainer_mod.tdlrt_step = real_step
+
+    def swap(k):
+        trainer_mod.tdlrt_step = projections_only if k.endswith("free") else real_step
+
+    try:
+        seconds = step_seconds(trainers, data, a.steps, before=swap)
+    finally:
+        trainer_mod.tdlrt_step = real_step
     dense = float(np.median(seconds["dense"]))
     print(f"{a.model}: median ms per step of {a.steps}, and / dense")
     for k in kinds:

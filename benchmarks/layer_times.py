@@ -33,7 +33,7 @@ def timed(f, record):
 
 def settled_trainer(model: str, method: str, data, train_size: int) -> Trainer:
     """A trainer (CLI defaults) after one epoch on the first ``train_size`` images, set to its
-    last epoch, where steps are still rank-adaptive (shared with route_times.py)."""
+    last epoch, where steps are still rank-adaptive (shared with route_times.py and ab_integrator.py)."""
     tr = Trainer(TrainConfig(model=model, method=method, epochs=1, train_size=train_size), data)
     tr.run_epoch()
     tr.epoch = tr.cfg.epochs - 1
