@@ -31,10 +31,12 @@ def timed(f, record):
     return g
 
 
-def settled_trainer(model: str, method: str, data, train_size: int) -> Trainer:
-    """A trainer (CLI defaults) after one epoch on the first ``train_size`` images, set to its
-    last epoch, where steps are still rank-adaptive (shared with route_times.py and ab_integrator.py)."""
-    tr = Trainer(TrainConfig(model=model, method=method, epochs=1, train_size=train_size), data)
+def settled_trainer(model: str, method: str, data, train_size: int, **config) -> Trainer:
+    """A trainer (CLI defaults, but for ``config``: TrainConfig fields such as ``widths``) after
+    one epoch on the first ``train_size`` images, set to its last epoch, where steps are still
+    rank-adaptive (shared with route_times.py, ab_integrator.py and width_scaling.py)."""
+    tr = Trainer(TrainConfig(model=model, method=method, epochs=1, train_size=train_size, **config),
+                 data)
     tr.run_epoch()
     tr.epoch = tr.cfg.epochs - 1
     return tr
