@@ -8,7 +8,8 @@ defaults otherwise: tau = 0.2, batch 64, float32) for one epoch on the first ``-
 embedded images, so that the TDLRT ranks settle, then times ``--steps`` training steps of each
 on the same random batches, dense and TDLRT in turn (``ab_steps.step_seconds``). Prints per
 width set the medians, the paired ratio (median of the per-batch ratios TDLRT / dense, as in
-run.py), the TDLRT ranks and the share of the low-rank layers' dense parameters they keep.
+run.py), the TDLRT ranks before and after the timed steps (which are rank-adaptive too) and the
+share of the low-rank layers' dense parameters kept at the end.
 The default widths (32, 32, 64, 64) are the issue's target shape; the wider sets show how the
 ratio moves as the layers grow toward the paper's VGG widths.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -46,14 +48,29 @@ def measure(widths: tuple, data, train_size: int, steps: int) -> dict:
     t0 = time.perf_counter()
     trainers = {m: settled_trainer("vgg_small", m, data, train_size, widths=widths)
                 for m in ("dense", "tdlrt")}
+    tr = trainers["tdlrt"]
+    ranks_before = tr.ranks()  # the timed steps are rank-adaptive too: ranks before and after
     seconds = step_seconds(trainers, data, steps)
     d, t = (np.asarray(seconds[m]) for m in ("dense", "tdlrt"))
-    tr = trainers["tdlrt"]
-    counts = tr.counts()
-    return {"widths": list(widths), "dense_ms": 1e3 * float(np.median(d)),
-            "tdlrt_ms": 1e3 * float(np.median(t)), "paired": float(np.median(t / d)),
-            "ranks": tr.ranks(), "lowrank_params_kept": counts.get("lowrank_param_fraction"),
+    return {"widths": list(widths), "train_size": train_size, "steps": steps,
+            "dense_ms": 1e3 * float(np.median(d)), "tdlrt_ms": 1e3 * float(np.median(t)),
+            "paired": float(np.median(t / d)), "ranks_before": ranks_before,
+            "ranks_after": tr.ranks(),
+            "lowrank_params_kept": tr.counts().get("lowrank_param_fraction"),  # after
             "seconds": time.perf_counter() - t0}
+
+
+def _commit() -> str:
+    """The checkout's commit, with "+dirty" when the tree has changes (as run.py records it)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 def main() -> int:
@@ -65,18 +82,20 @@ def main() -> int:
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     a = p.parse_args()
     data = load_dataset("embedded")
-    rows = []
-    print(f"vgg_small, CLI defaults, one epoch of {a.train_size} images, then {a.steps} steps of each "
-          f"in turn (ms: medians; paired: median of the per-batch ratios)", flush=True)
+    rows, commit = [], _commit()
+    print(f"vgg_small at {commit}, CLI defaults, one epoch of {a.train_size} images, then {a.steps} "
+          f"steps of each in turn (ms: medians; paired: median of the per-batch ratios; ranks before "
+          f"-> after the timed steps; kept: low-rank parameters after)", flush=True)
     for w in a.widths:
         r = measure(w, data, a.train_size, a.steps)
         rows.append(r)
         kept = "" if r["lowrank_params_kept"] is None else f"  kept {100 * r['lowrank_params_kept']:.1f}%"
         print(f"widths {','.join(map(str, w)):16s} dense {r['dense_ms']:7.1f}  tdlrt {r['tdlrt_ms']:7.1f}  "
-              f"paired {r['paired']:.3f}{kept}  ranks {r['ranks']}  ({r['seconds']:.0f} s)", flush=True)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
+              f"paired {r['paired']:.3f}{kept}  ranks {r['ranks_before']} -> {r['ranks_after']}  "
+              f"({r['seconds']:.0f} s)", flush=True)
+        if a.json:  # after every width set: a long run loses nothing measured
+            with open(a.json, "w") as f:
+                json.dump({"commit": commit, "command": sys.argv, "rows": rows}, f, indent=1)
     return 0
 
 
