@@ -5,7 +5,8 @@ Usage:  python benchmarks/width_scaling.py [--widths 32,32,64,64 64,64,128,128] 
 
 For each width set (``refdlrt train --widths``), trains a dense and a TDLRT trainer (CLI
 defaults otherwise: tau = 0.2, batch 64, float32) for one epoch on the first ``--train-size``
-embedded images, so that the TDLRT ranks settle, then times ``--steps`` training steps of each
+embedded images, so that the TDLRT ranks can settle (the output shows whether they still
+move), then times ``--steps`` training steps of each
 on the same random batches, dense and TDLRT in turn (``ab_steps.step_seconds``). Prints per
 width set the medians, the paired ratio (median of the per-batch ratios TDLRT / dense, as in
 run.py), the TDLRT ranks before and after the timed steps (which are rank-adaptive too) and the
