@@ -81,7 +81,7 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np
 from layer_bench import layer_flops, time_layer  # benchmarks/ is the script's folder
-from machine import cpu_busy_seconds
+from machine import cpu_busy_seconds, git_commit
 
 from refdlrt.backend import to_numpy
 from refdlrt.ops.loss import softmax_cross_entropy, softmax_cross_entropy_backward
@@ -518,17 +518,6 @@ def machine_info() -> dict:
     return dict(cpus=os.cpu_count(), threads=ARGS.threads, python=sys.version.split()[0],
                 numpy=np.__version__, blas=blas, torch=torch.__version__ if torch else None,
                 env={k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")})
-
-
-def git_commit():
-    """``git rev-parse --short HEAD``, "+dirty" with uncommitted changes; None without git."""
-    git = lambda *a: subprocess.run(["git", *a], cwd=HERE, timeout=10, capture_output=True,
-                                    text=True, check=True).stdout.strip()
-    try:
-        dirty = "+dirty" if git("status", "--porcelain") else ""
-        return git("rev-parse", "--short", "HEAD") + dirty
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def main() -> int:

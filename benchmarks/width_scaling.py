@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -29,6 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ab_steps import step_seconds  # noqa: E402
 from layer_times import settled_trainer  # noqa: E402
+from machine import git_commit  # noqa: E402
 
 from refdlrt.training.datasets import load_dataset  # noqa: E402
 
@@ -61,19 +61,6 @@ def measure(widths: tuple, data, train_size: int, steps: int) -> dict:
             "seconds": time.perf_counter() - t0}
 
 
-def _commit() -> str:
-    """The checkout's commit, with "+dirty" when the tree has changes (as run.py records it)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--widths", type=widths_arg, nargs="+",
@@ -83,7 +70,7 @@ def main() -> int:
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     a = p.parse_args()
     data = load_dataset("embedded")
-    rows, commit = [], _commit()
+    rows, commit = [], git_commit()
     print(f"vgg_small at {commit}, CLI defaults, one epoch of {a.train_size} images, then {a.steps} "
           f"steps of each in turn (ms: medians; paired: median of the per-batch ratios; ranks before "
           f"-> after the timed steps; kept: low-rank parameters after)", flush=True)
