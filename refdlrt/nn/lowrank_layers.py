@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 from .._checks import check_float_array, check_grad, check_ndim, pair
+from ..ops.broadcast import channel_pattern
 from ..ops.conv import conv2d_backward, conv2d_forward
 from ..tensor.hosvd import hosvd
 from ..tensor.linalg import check_orthonormal
@@ -137,7 +138,7 @@ class _LowRankLayer:
 
     def _add_bias(self, y):
         if "b" in self.params:  # y is the layer's own new array: added in place, no copy
-            y += self.params["b"].reshape(1, -1, 1, 1) if y.ndim == 4 else self.params["b"]
+            y += channel_pattern(self.params["b"], y) if y.ndim == 4 else self.params["b"]
         return y
 
     def _bias_grad(self, dy):
@@ -214,7 +215,7 @@ def tucker_conv2d_forward(x, Y: Tucker, b=None, *, stride=1, padding=0, dilation
     z2, conv_cache = conv2d_forward(z1, K, None, stride=s, padding=p, dilation=d)  # N, r0, Ho, Wo
     y = channel_matmul(U0, z2)  # N, C_out, Ho, Wo
     if b is not None:
-        y += b.reshape(1, -1, 1, 1)  # in place: a new array of y's size costs its page faults
+        y += channel_pattern(b, y)  # in place: a new array of y's size costs its page faults
     return y, TuckerConvCache(x, z1, conv_cache, Y, geometry, b is not None, tuple(y.shape))
 
 

@@ -19,13 +19,9 @@ from __future__ import annotations
 
 from .._checks import check_float_array, check_ndim, check_same_dtype
 from ..backend import get_xp
+from .broadcast import channel_pattern
 
 __all__ = ["batchnorm2d_backward", "batchnorm2d_forward"]
-
-
-def _channel(v):
-    """Per-channel vector (C,) as a broadcastable (1, C, 1, 1)."""
-    return v.reshape(1, -1, 1, 1)
 
 
 def _check_inputs(x, gamma, beta, running_mean, running_var, training):
@@ -90,7 +86,7 @@ def batchnorm2d_forward(
     if training:
         m = x.shape[0] * x.shape[2] * x.shape[3]
         mu = x.mean(axis=(0, 2, 3))  # C
-        xc = x - _channel(mu)  # N, C, H, W
+        xc = x - channel_pattern(mu, x)  # N, C, H, W
         var = (xc * xc).mean(axis=(0, 2, 3))  # C, biased
         if running_mean is not None:
             new_mean = (1 - momentum) * running_mean + momentum * mu
@@ -99,13 +95,13 @@ def batchnorm2d_forward(
             new_mean = new_var = None
     else:
         var = running_var
-        xc = x - _channel(running_mean)  # N, C, H, W
+        xc = x - channel_pattern(running_mean, x)  # N, C, H, W
         new_mean, new_var = running_mean, running_var
     inv_std = 1 / xp.sqrt(var + eps)  # C
     xhat = xc  # N, C, H, W: xc is a fresh array, scaled in place (one full-size copy less)
-    xhat *= _channel(inv_std)
-    y = xhat * _channel(gamma)  # N, C, H, W
-    y += _channel(beta)
+    xhat *= channel_pattern(inv_std, x)
+    y = xhat * channel_pattern(gamma, x)  # N, C, H, W
+    y += channel_pattern(beta, x)
     return y, (xhat, gamma, inv_std, training), new_mean, new_var
 
 
@@ -138,12 +134,12 @@ def batchnorm2d_backward(dy, cache):
     xp = get_xp(dy, xhat)  # raises on mixed backends
     dbeta = dy.sum(axis=(0, 2, 3))  # C
     dgamma = (dy * xhat).sum(axis=(0, 2, 3))  # C
-    scale = _channel(gamma * inv_std)  # 1, C, 1, 1
+    scale = channel_pattern(gamma * inv_std, dy)  # 1, C, H, W
     if not training:
         return dy * scale, dgamma, dbeta  # N, C, H, W
     m = xhat.shape[0] * xhat.shape[2] * xhat.shape[3]
-    dx = xhat * _channel(dgamma / m)  # N, C, H, W
+    dx = xhat * channel_pattern(dgamma / m, dy)  # N, C, H, W
     xp.subtract(dy, dx, out=dx)  # dy - xhat dgamma / m
-    dx -= _channel(dbeta / m)
+    dx -= channel_pattern(dbeta / m, dy)
     dx *= scale
     return dx, dgamma, dbeta
