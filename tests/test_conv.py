@@ -96,15 +96,23 @@ def conv_cases(draw):
 
 
 @contextmanager
-def fast_path(case, itemsize=8, route="auto", shifts="auto"):
+def fast_path(case, itemsize=8, route="auto", shifts="auto", planes="auto"):
     """Run the fast path with ``case.block`` samples per batch block (None: the default
     budget), the given dx route ("auto": the module's own choice), and with ``shifts`` True /
     False the shifted GEMMs forced on / off wherever stride 1 allows them (the forward, and the
-    transposed-convolution dx, whose convolution of e has stride 1 always)."""
+    transposed-convolution dx, whose convolution of e has stride 1 always). ``planes`` True /
+    False forces the channel-major route of few input planes (the forward and the kernel
+    gradient alone, :mod:`refdlrt.ops.conv_planes`) on / off; "auto" leaves it to its rule,
+    except where ``shifts`` is forced: then it is off, so the forward takes the route asked for."""
     select = conv._select_dx_route if route == "auto" else (lambda g: DX_ROUTES[route])
     pays = conv.shifted_route_pays if shifts == "auto" else (lambda *a: shifts)
+    if planes == "auto" and shifts != "auto":
+        planes = False
+    planes_pay = conv.planes_route_pays if planes == "auto" else (lambda *a: planes)
     with mock.patch.dict(conv_patches._BLOCK_BYTES), mock.patch.object(conv, "_select_dx_route", select), \
-            mock.patch.object(conv, "shifted_route_pays", pays):
+            mock.patch.object(conv, "shifted_route_pays", pays), \
+            mock.patch.object(conv, "planes_route_pays", planes_pay), \
+            mock.patch.object(conv_weight_grad, "planes_route_pays", planes_pay):
         if case.block is not None:
             g = conv._geometry(np.empty(case.x_shape), np.empty(case.w_shape), None, *case.pairs())
             budget = case.block * conv_patches._block_sample_bytes(g, itemsize)
@@ -157,23 +165,26 @@ def scipy_conv2d(x, w, b, stride, padding, dilation):
 # ----------------------------------------------------------------------------- forward
 
 
-@pytest.mark.parametrize("shifts", [False, True])
+FORWARD_ROUTES = {"im2col": dict(shifts=False), "shifted": dict(shifts=True), "planes": dict(planes=True)}
+
+
+@pytest.mark.parametrize("forward", sorted(FORWARD_ROUTES))
 @given(case=conv_cases())
-def test_forward_matches_loop_spec(xp, shifts, case):
+def test_forward_matches_loop_spec(xp, forward, case):
     data = case.data()
     x, w, b, _ = to_xp(xp, *data)
-    with fast_path(case, shifts=shifts):
+    with fast_path(case, **FORWARD_ROUTES[forward]):
         y, _ = conv2d_forward(x, w, b, **case.kwargs)
     assert y.shape == case.out_shape() and y.dtype == np.float64
     spec = conv2d_naive(x, w, b, **case.kwargs)
     assert_close(y, spec, np.float64, scale=scales(case, *data)[0])
 
 
-@pytest.mark.parametrize("shifts", [False, True])
+@pytest.mark.parametrize("forward", sorted(FORWARD_ROUTES))
 @given(case=conv_cases())
-def test_forward_matches_scipy_correlate(xp, shifts, case):
+def test_forward_matches_scipy_correlate(xp, forward, case):
     x, w, b, dy = case.data()
-    with fast_path(case, shifts=shifts):
+    with fast_path(case, **FORWARD_ROUTES[forward]):
         y, _ = conv2d_forward(*to_xp(xp, x, w, b), **case.kwargs)
     expected = scipy_conv2d(x, w, b, *case.pairs())
     assert expected.shape == case.out_shape()
@@ -218,11 +229,12 @@ def test_backward_matches_loop_spec(xp, route, shifts, case):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("route, shifts", [("auto", "auto"), ("transposed", True)])
+@pytest.mark.parametrize("route, shifts, planes", [("auto", "auto", "auto"), ("transposed", True, False),
+                                                   ("auto", "auto", True)])
 @given(case=conv_cases())
-def test_forward_and_backward_match_torch(xp, torch, route, shifts, case):
+def test_forward_and_backward_match_torch(xp, torch, route, shifts, planes, case):
     x, w, b, dy = case.data()
-    with fast_path(case, route=route, shifts=shifts):
+    with fast_path(case, route=route, shifts=shifts, planes=planes):
         y, cache = conv2d_forward(*to_xp(xp, x, w, b), **case.kwargs)
         dx, dw, db = conv2d_backward(xp.asarray(dy), cache)
     xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
@@ -864,3 +876,102 @@ def test_input_grad_keeps_float32_and_builds_no_patches_of_x(rng, monkeypatch):
     alone = conv.conv2d_input_grad(y, w, x.shape, padding=1)
     assert alone.dtype == np.float32
     np.testing.assert_array_equal(alone, dx)
+
+
+# ----------------------------------------------------------------------------- few input planes
+
+
+@pytest.mark.parametrize("c_in, kernel, expected", [
+    (1, (3, 3), True),  # vgg_small's first layer (K = 9)
+    (1, (5, 5), True),  # LeNet5's (K = 25)
+    (3, (3, 3), True),  # an RGB input (K = 27)
+    (2, (4, 4), True),  # K = 32, the limit
+    (4, (3, 3), False),  # K = 36
+    (2, (5, 5), False),
+    (16, (1, 1), True),  # a 1 x 1 convolution of 16 channels: 16 rows
+    (33, (1, 1), False),
+])
+def test_planes_route_rule(c_in, kernel, expected):
+    from refdlrt.ops.conv_planes import MAX_PLANE_ROWS, planes_route_pays
+
+    assert MAX_PLANE_ROWS == 32
+    g = conv._geometry(np.zeros((2, c_in, 9, 9)), np.zeros((4, c_in, *kernel)), None, 1, 1, 1)
+    assert planes_route_pays(g, np) is expected
+    assert (conv_weight_grad._select_dw_route(g, np) == "planes") is expected
+
+
+def test_the_planes_route_is_never_taken_on_cupy():
+    """CuPy keeps its one GEMM per batch (a stand-in module named cupy: no GPU needed)."""
+    import types
+
+    from refdlrt.ops.conv_planes import planes_route_pays
+
+    g = conv._geometry(np.zeros((2, 1, 9, 9)), np.zeros((4, 1, 3, 3)), None, 1, 1, 1)
+    assert planes_route_pays(g, np)
+    assert planes_route_pays(g, types.ModuleType("cupy")) is False
+    assert conv_weight_grad._select_dw_route(g) != "planes"  # no backend given: the NHWC routes
+
+
+def test_a_first_layer_takes_the_planes_route_forward_and_for_its_kernel_gradient(rng):
+    # one input channel, 3 x 3, "same" padding: the planes route in the forward (no NHWC block,
+    # no transposing copy) and in the kernel gradient alone; the loop spec's numbers (float64)
+    from refdlrt.ops import conv_planes
+    from refdlrt.ops.conv import conv2d_weight_grad
+
+    x, w, b = rng.standard_normal((3, 1, 9, 8)), rng.standard_normal((5, 1, 3, 3)), rng.standard_normal(5)
+    dy = rng.standard_normal((3, 5, 9, 8))
+    with mock.patch.object(conv_planes, "_planes_into", wraps=conv_planes._planes_into) as spy, \
+            mock.patch.object(conv, "_select_forward_route") as nhwc:
+        y, cache = conv2d_forward(x, w, b, padding=1)
+        dw = conv2d_weight_grad(x, dy, 3, padding=1)
+        _, dw_b, db = conv2d_backward(dy, cache, need_dx=False)
+    assert spy.call_count == 3 and not nhwc.called  # one block each: forward, dw, the backward's dw
+    assert y.flags.c_contiguous
+    y_ref = conv2d_naive(x, w, b, padding=1)
+    _, dw_ref, db_ref = conv2d_naive_backward(dy, x, w, b, padding=1)
+    assert_close(y, y_ref, np.float64, scale=sum_bound(x, w, terms=9) + np.abs(b).max())
+    for got in (dw, dw_b):
+        assert_close(got, dw_ref, np.float64, scale=sum_bound(dy, x, terms=3 * 9 * 8))
+    assert_close(db, db_ref, np.float64, scale=sum_bound(dy, terms=3 * 9 * 8))
+
+
+@pytest.mark.parametrize("planes", [True, False])
+@given(case=conv_cases())
+def test_weight_grad_alone_matches_loop_spec_and_torch_on_every_route(xp, planes, case):
+    """conv2d_weight_grad with the planes route forced on / off against the loop spec (and, when
+    installed, PyTorch's float64 autograd), in blocks of one and two samples too."""
+    from refdlrt.ops.conv import conv2d_weight_grad
+
+    data = case.data()
+    x, w, b, dy = to_xp(xp, *data)
+    with fast_path(case, planes=planes):
+        dw = conv2d_weight_grad(x, dy, case.w_shape[2:], **case.kwargs)
+    assert dw.shape == case.w_shape and dw.dtype == np.float64
+    _, ndw, _ = conv2d_naive_backward(dy, x, w, b, **case.kwargs)
+    assert_close(dw, ndw, np.float64, scale=scales(case, *data)[2])
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("c_in, kernel, stride, padding, dilation", [
+    (1, 3, 1, 1, 1), (1, 5, 1, 2, 1), (3, 3, 2, 1, 1), (2, 3, (1, 2), (0, 1), (2, 1)),
+])
+def test_the_planes_route_matches_torch_in_float32(torch, c_in, kernel, stride, padding, dilation):
+    """The forward and the kernel gradient of a first layer, float32 at a real size (N = 16,
+    28 x 28, 32 filters, several batch blocks), against torch.nn.functional.conv2d."""
+    from refdlrt.ops.conv import conv2d_weight_grad
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((16, c_in, 28, 28)).astype(np.float32)
+    w = rng.standard_normal((32, c_in, kernel, kernel)).astype(np.float32)
+    b = rng.standard_normal(32).astype(np.float32)
+    kw = dict(stride=stride, padding=padding, dilation=dilation)
+    with mock.patch.dict(conv_patches._BLOCK_BYTES, numpy=2**18):  # blocks of a few samples
+        y, _ = conv2d_forward(x, w, b, **kw)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        dw = conv2d_weight_grad(x, dy, kernel, **kw)
+    xt, wt = torch.tensor(x), torch.tensor(w, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, torch.tensor(b), **kw)
+    yt.backward(torch.tensor(dy))
+    assert y.dtype == dw.dtype == np.float32
+    assert_close(y, yt.detach().numpy(), np.float32, scale=sum_bound(x, w, terms=c_in * kernel**2))
+    assert_close(dw, wt.grad.numpy(), np.float32, scale=sum_bound(dy, x, terms=y.shape[0] * y.shape[2] * y.shape[3]))

@@ -33,6 +33,9 @@ kh kw GEMMs on shifted views of the flat padded input instead (no patch matrix;
 :mod:`refdlrt.ops.conv_shifted`), and so does the transposed-convolution dx for few output
 channels.
 
+A first layer (C_in kh kw <= 32: one to three input channels) takes channel-major patches and
+writes NCHW directly, in its forward and its kernel gradient (:mod:`refdlrt.ops.conv_planes`).
+
 The batch is processed in blocks of a few samples, so the patch matrices live in
 reused, cache-sized buffers (one big im2col buffer costs more in page faults and
 memory traffic than its GEMM). Only ``xp.`` calls are used: the code runs
@@ -53,6 +56,7 @@ from .conv_patches import (
     _pad_nhwc_into,
     conv_output_size,
 )
+from .conv_planes import forward_by_planes, planes_route_pays
 from .conv_shifted import shifted_buffers, shifted_conv, shifted_route_pays
 from .conv_weight_grad import _dw_from_patches_of_x, _weight_grad, conv2d_weight_grad
 
@@ -143,10 +147,14 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1):
     -----
     y[n, o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] xpad[n, c, sh oh + dh i, sw ow + dw j];
     computed block by block as Y = col @ W_mat (see the module docstring), or for stride 1 and
-    few input channels by shifted GEMMs (`_select_forward_route`).
+    few input channels by shifted GEMMs (`_select_forward_route`), or, with few input planes
+    (C_in kh kw <= 32, a first layer), by channel-major patches straight into NCHW
+    (:mod:`refdlrt.ops.conv_planes`).
     """
     g = _geometry(x, w, b, stride, padding, dilation)
     xp = get_xp(x, w, b)
+    if planes_route_pays(g, xp):  # few input planes: channel-major patches, NCHW out
+        return forward_by_planes(x, w, b, g), (x, w, b is not None, g)
     nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
     forward_block = _select_forward_route(g, xp)(w, g, nb, xp)
     y = xp.empty((g.n, g.c_out, *g.out_size), dtype=x.dtype)

@@ -22,6 +22,7 @@ from .conv_patches import (
     _im2col_into,
     _pad_nhwc_into,
 )
+from .conv_planes import plane_blocks, planes_route_pays
 
 __all__ = ["conv2d_weight_grad"]
 
@@ -130,9 +131,30 @@ def _dw_by_transposed_patches(dy, x, g: ConvGeometry):
     return xp.ascontiguousarray(R.transpose(3, 0, 1, 2))  # O, C, kh, kw
 
 
-def _select_dw_route(g: ConvGeometry) -> str:
-    """"patches of x" (:func:`_dw_by_patches_of_x`) or "patches of dy"
+def _dw_by_planes(dy, x, g: ConvGeometry):
+    """dw from the channel-major patches of x (few input planes, :mod:`refdlrt.ops.conv_planes`).
+
+    Notes
+    -----
+    dW_mat0 = sum_n dy_n colT_n^T, dy_n (C_out, Ho Wo) a view of the NCHW dy, colT_n (C_in kh kw,
+    Ho Wo); dw[o, c, i, j] = dW_mat0[o, (c, i, j)], w's own layout: no transposing copy at the end.
+    """
+    xp = get_xp(dy, x)
+    (kh, kw), (Ho, Wo), C, O = g.kernel, g.out_size, g.c_in, g.c_out
+    nb, blocks, patches = plane_blocks(x, g)
+    add, dw_mat = _product_sum(nb, O, Ho * Wo, C * kh * kw, x.dtype, xp)  # O, K
+    for n0, n1 in blocks:
+        n = n1 - n0
+        add(dy[n0:n1].reshape(n, O, Ho * Wo), patches(n0, n1).transpose(0, 2, 1))  # dy in place
+    return dw_mat.reshape(O, C, kh, kw)
+
+
+def _select_dw_route(g: ConvGeometry, xp=None) -> str:
+    """"planes" (:func:`_dw_by_planes`) where :func:`planes_route_pays` on backend ``xp``, else
+    "patches of x" (:func:`_dw_by_patches_of_x`) or "patches of dy"
     (:func:`_dw_by_transposed_patches`, stride 1 only): the one whose patch matrix is smaller."""
+    if xp is not None and planes_route_pays(g, xp):
+        return "planes"
     (H, W), (Ho, Wo) = g.in_size, g.out_size
     if g.stride == (1, 1) and H * W * g.c_out < Ho * Wo * g.c_in:
         return "patches of dy"
@@ -141,7 +163,10 @@ def _select_dw_route(g: ConvGeometry) -> str:
 
 def _weight_grad(dy, x, g: ConvGeometry):
     """dw alone, by the route :func:`_select_dw_route` picks."""
-    if _select_dw_route(g) == "patches of dy":
+    route = _select_dw_route(g, get_xp(dy, x))
+    if route == "planes":
+        return _dw_by_planes(dy, x, g)
+    if route == "patches of dy":
         return _dw_by_transposed_patches(dy, x, g)
     return _dw_by_patches_of_x(dy, x, g)
 
