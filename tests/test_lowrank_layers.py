@@ -695,3 +695,82 @@ def test_plain_route_step_with_momentum_equals_the_dense_gradient_step(rng, fixe
     assert fast.ranks == slow.ranks
     assert_close(fast.to_tensor(), slow.to_tensor(), np.float64, scale=fro(slow.to_tensor()))
     assert_close(info.velocity, info_slow.velocity, np.float64, scale=fro(info_slow.velocity))
+
+
+# ---------------------------------------------------------------------------- the dense kernel
+
+
+@pytest.mark.parametrize("route", ["auto", "dense"])
+@given(data=st.data(), tau=st.sampled_from([0.0, 0.3]))
+def test_the_dense_kernel_forward_equals_the_tucker_forward_and_step(xp, route, data, tau):
+    """TuckerConv2d through its dense kernel (tucker_dense_kernel) against the Tucker route on
+    the same layer: y, dx, db, the projections of G, and a tdlrt_step through each projector."""
+    from refdlrt.nn.tucker_dense_kernel import DenseKernelCache
+
+    layer, x, dy = make_layer("tucker", data.draw(tucker_conv_cases(need_compatible=True)), xp)
+    layer.projection_route = route
+    rng = np.random.default_rng(3)
+    n0, n1 = layer.dense_shape[:2]
+    mats = [orthonormal(rng, n0, max(1, n0 // 2), xp), orthonormal(rng, n1, max(1, n1 // 2), xp),
+            None, None]
+    got = {}
+    for dense in (False, True):
+        layer.dense_kernel = dense
+        y = layer.forward(x)
+        assert isinstance(layer._cache, DenseKernelCache) is dense  # the route asked for ran
+        dx = layer.backward(dy)
+        P = layer.projector()
+        Y_new, info = tdlrt_step(layer.weight, P, 0.05, tau)
+        got[dense] = (y, dx, layer.grads.get("b"), P.project(mats), Y_new.to_tensor(), info.ranks_after)
+    assert got[True][5] == got[False][5]
+    for a, b in zip(got[True][:5], got[False][:5]):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert a.shape == b.shape
+            assert_close(a, b, np.float64, scale=fro(b))
+
+
+def test_the_dense_kernel_rule_follows_the_multiplication_counts():
+    from refdlrt.nn.tucker_dense_kernel import DENSE_KERNEL_SHARE, dense_kernel_pays
+
+    def pays(shape, ranks, hw, padding=0):
+        Y = random_tucker(shape, ranks, np.random.default_rng(0))
+        return dense_kernel_pays(Y, hw, ((1, 1), (padding, padding), (1, 1)))
+
+    assert DENSE_KERNEL_SHARE == 0.75
+    assert pays((16, 6, 5, 5), (13, 6, 5, 5), (14, 14))  # LeNet5's conv2, settled: 0.93 of dense
+    assert not pays((16, 6, 5, 5), (8, 3, 5, 5), (14, 14))  # its initial ranks: 0.32
+    assert not pays((32, 32, 3, 3), (16, 16, 3, 3), (28, 28), 1)  # vgg_small's conv2: 0.36
+    # the boundary: 1 x 1 kernel, 4 -> 4 channels on one pixel: 4 r1 + r0 r1 + 4 r0 against 16
+    assert pays((4, 4, 1, 1), (2, 2, 1, 1), (1, 1))  # 8 + 4 + 8 = 20 >= 12
+    assert not pays((4, 4, 1, 1), (1, 1, 1, 1), (1, 1))  # 4 + 1 + 4 = 9 < 12
+
+
+@pytest.mark.parametrize("route", ["plain", "blocks"])
+def test_the_plain_and_blocks_routes_never_take_the_dense_kernel(rng, route):
+    from refdlrt.nn.tucker_dense_kernel import DenseKernelCache
+
+    layer = TuckerConv2d(random_tucker((16, 6, 5, 5), (13, 6, 5, 5), rng), None)
+    x = rng.standard_normal((2, 6, 14, 14))
+    layer.forward(x)
+    assert isinstance(layer._cache, DenseKernelCache)  # auto: the rule says dense
+    dy = rng.standard_normal((2, 16, 10, 10))
+    layer.projection_route = route  # set after the forward: the backward still takes it
+    dx = layer.backward(dy)
+    assert layer.projector().route == route
+    G = layer.projector().dense()
+    layer.dense_kernel = True
+    layer.forward(x)
+    assert not isinstance(layer._cache, DenseKernelCache)  # z1 and dz2 are needed there
+    assert_close(layer.backward(dy), dx, np.float64, scale=fro(dx))
+    assert layer.projector().route == route
+    assert_close(layer.projector().dense(), G, np.float64, scale=fro(G))
+
+
+def test_the_dense_kernel_forward_checks_its_input(rng):
+    layer = TuckerConv2d(random_tucker((16, 6, 5, 5), (13, 6, 5, 5), rng), None)
+    layer.dense_kernel = True
+    with pytest.raises(ValueError, match="6"):
+        layer.forward(rng.standard_normal((2, 5, 14, 14)))  # 5 input channels, not 6
+    with pytest.raises(TypeError, match="float64"):
+        layer.forward(rng.standard_normal((2, 6, 14, 14)).astype(np.float32))

@@ -278,6 +278,7 @@ def test_project_never_returns_the_memoised_array(rng, kind):
 def _tucker_projector(rng, shape=(6, 5, 3, 3), ranks=(2, 3, 2, 2), **kw):
     """A TuckerConvProjector built directly from a layer's forward and backward."""
     layer = TuckerConv2d(random_tucker(shape, ranks, rng), padding=1)
+    layer.dense_kernel = False  # the Tucker forward: its cache holds z1
     x = rng.standard_normal((2, shape[1], 5, 5))
     dy = rng.standard_normal(layer.forward(x).shape)
     layer.projection_route = "plain"

@@ -29,6 +29,7 @@ from .lowrank_projectors import (
     TuckerConvProjector,
     channel_matmul,
 )
+from .tucker_dense_kernel import dense_kernel_backward, dense_kernel_forward, dense_kernel_pays
 
 __all__ = [
     "tucker_conv2d_forward",
@@ -253,13 +254,18 @@ class TuckerConv2d(_LowRankLayer):
     Forward as three convolutions (ALGORITHM.md §3, 0-based modes):
     z1 = U_1^T x (1x1, C_in -> r1, input resolution);
     z2 = conv2d(z1, C x_2 U_2 x_3 U_3) (r0 x r1 x kh x kw kernel, the layer's stride /
-    padding / dilation); y = U_0 z2 + b (1x1, r0 -> C_out, bias added once).
+    padding / dilation); y = U_0 z2 + b (1x1, r0 -> C_out, bias added once). Where those
+    three cost at least 0.75 of the dense convolution's multiplications (ranks near the channel
+    counts), ``dense_kernel`` "auto" runs W = C x_i U_i as one dense convolution instead, its
+    projector on the "dense" route (:mod:`refdlrt.nn.tucker_dense_kernel`; same numbers to rounding).
     """
 
     _order, _name = 4, "TuckerConv2d"
     # how the projector computes G x_0 A0^T x_1 A1^T: "auto" (by its cost model), "plain",
     # "blocks" or "dense" (see TuckerConvProjector); all equal to rounding
     projection_route = "auto"
+    # the forward through the dense kernel W (tucker_dense_kernel): "auto" (its cost rule), True, False
+    dense_kernel = "auto"
 
     def __init__(self, weight, b=None, stride=1, padding=0, dilation=1):
         self.stride, self.padding, self.dilation = _check_geometry(stride, padding, dilation)
@@ -278,15 +284,35 @@ class TuckerConv2d(_LowRankLayer):
         return self.weight.to_tensor()
 
     def forward(self, x, *, training: bool = True):
-        y, self._cache = tucker_conv2d_forward(
-            x, self.weight, self.params.get("b"),
-            stride=self.stride, padding=self.padding, dilation=self.dilation,
-        )
+        geometry = (self.stride, self.padding, self.dilation)
+        if self._dense_kernel(x):  # the three stages would cost more: W's one convolution
+            _check_input(x, 4, self.dense_shape[1], self.weight.dtype, "N, C_in, H, W", self._name)
+            y, self._cache = dense_kernel_forward(x, self.weight, self.params.get("b"), geometry)
+        else:
+            y, self._cache = tucker_conv2d_forward(
+                x, self.weight, self.params.get("b"),
+                stride=self.stride, padding=self.padding, dilation=self.dilation,
+            )
         self._projector = None
         return y
 
+    def _dense_kernel(self, x) -> bool:
+        """Run the dense kernel (:mod:`refdlrt.nn.tucker_dense_kernel`): when ``dense_kernel``
+        is True, or "auto" and its cost rule says so; never for the "plain" and "blocks"
+        projection routes, which need the Tucker forward's z1 and dz2."""
+        if self.projection_route not in ("auto", "dense") or getattr(x, "ndim", 0) != 4:
+            return False
+        if self.dense_kernel == "auto":
+            return dense_kernel_pays(self.weight, tuple(x.shape[2:]),
+                                     (self.stride, self.padding, self.dilation))
+        return bool(self.dense_kernel)
+
     def backward(self, dy):
-        dx, db, self._projector = tucker_conv2d_backward(dy, self._cached(), route=self.projection_route)
+        cache = self._cached()
+        if isinstance(cache, TuckerConvCache):
+            dx, db, self._projector = tucker_conv2d_backward(dy, cache, route=self.projection_route)
+        else:
+            dx, db, self._projector = dense_kernel_backward(dy, cache, route=self.projection_route)
         if db is not None:
             self.grads["b"] = db
         return dx
