@@ -585,8 +585,9 @@ def test_weight_grad_from_dy_patches_equals_the_loop_spec(xp, data):
     w = rng.standard_normal((c_out, c_in, kh, kw))
     y, cache = conv2d_forward(xp.asarray(x), xp.asarray(w), padding=p, dilation=d)
     dy = rng.standard_normal(y.shape)
-    assume(_select_dw_route(_geometry(x, w, None, 1, p, d)) == "patches of dy")  # H W C_out < Ho Wo C_in
-    got = conv2d_weight_grad(xp.asarray(x), xp.asarray(dy), (kh, kw), padding=p, dilation=d)
+    with mock.patch.object(conv_weight_grad, "planes_route_pays", lambda *a: False):  # few planes too
+        assume(_select_dw_route(_geometry(x, w, None, 1, p, d), np) == "patches of dy")  # H W C_out < Ho Wo C_in
+        got = conv2d_weight_grad(xp.asarray(x), xp.asarray(dy), (kh, kw), padding=p, dilation=d)
     _, dw_naive, _ = conv2d_naive_backward(dy, x, w, padding=p, dilation=d)
     assert_close(got, dw_naive, np.float64, scale=10.0)  # other summation order than the loops
     _, dw, _ = conv2d_backward(xp.asarray(dy), cache)
@@ -599,7 +600,7 @@ def test_weight_grad_routes_by_the_smaller_patch_matrix():
 
     def route(c_in, c_out, stride=1, hw=8, padding=1):
         x, w = np.zeros((1, c_in, hw, hw)), np.zeros((c_out, c_in, 3, 3))
-        return _select_dw_route(_geometry(x, w, None, stride, padding, 1))
+        return _select_dw_route(_geometry(x, w, None, stride, padding, 1), np)
 
     assert route(64, 16) == "patches of dy"  # H W C_out = 1024 < Ho Wo C_in = 4096
     assert route(16, 64) == "patches of x"
@@ -627,12 +628,17 @@ def test_weight_grad_from_dy_patches_keeps_float32_and_is_used(monkeypatch):
     assert_close(got, dw, np.float32, scale=10.0)
 
 
-@pytest.mark.parametrize("c_in, c_out", [(4, 1), (1, 4)])  # patches of dy; patches of x
-def test_weight_grad_in_blocks_of_the_batch(monkeypatch, c_in, c_out):
+@pytest.mark.parametrize("c_in, c_out, planes, route", [(4, 1, True, "patches of dy"),
+                                                   (1, 4, False, "patches of x"), (1, 4, True, "planes")])
+def test_weight_grad_in_blocks_of_the_batch(monkeypatch, c_in, c_out, planes, route):
     """Several batch blocks accumulate into one gradient (the block budget forced small), on
-    both routes."""
+    every route (planes False: the few-planes route turned off)."""
     from refdlrt.ops import conv as conv_mod
 
+    if not planes:
+        monkeypatch.setattr(conv_weight_grad, "planes_route_pays", lambda *a: False)
+    g = conv._geometry(np.zeros((5, c_in, 6, 6)), np.zeros((c_out, c_in, 3, 3)), None, 1, 1, 1)
+    assert conv_weight_grad._select_dw_route(g, np) == route
     rng = np.random.default_rng(4)
     x, dy = rng.standard_normal((5, c_in, 6, 6)), rng.standard_normal((5, c_out, 6, 6))
     whole = conv_mod.conv2d_weight_grad(x, dy, 3, padding=1)
@@ -731,7 +737,7 @@ def test_weight_grad_from_dy_patches_with_a_partial_last_block(monkeypatch):
     rng = np.random.default_rng(7)
     x, dy = rng.standard_normal((5, 6, 6, 7)), rng.standard_normal((5, 2, 6, 7))
     g = conv_patches._geometry(x, np.zeros((2, 6, 3, 3)), None, 1, (2, 1), (2, 1))
-    assert conv_weight_grad._select_dw_route(g) == "patches of dy" and g.out_size == (6, 7)
+    assert conv_weight_grad._select_dw_route(g, np) == "patches of dy" and g.out_size == (6, 7)
     budget = 2 * conv_patches._block_sample_bytes(g, 8)
     monkeypatch.setitem(conv_patches._BLOCK_BYTES, "numpy", budget)
     assert conv_patches._batch_blocks(g, np, 8)[1] == [(0, 2), (2, 4), (4, 5)]
@@ -908,8 +914,11 @@ def test_the_planes_route_is_never_taken_on_cupy():
 
     g = conv._geometry(np.zeros((2, 1, 9, 9)), np.zeros((4, 1, 3, 3)), None, 1, 1, 1)
     assert planes_route_pays(g, np)
-    assert planes_route_pays(g, types.ModuleType("cupy")) is False
-    assert conv_weight_grad._select_dw_route(g) != "planes"  # no backend given: the NHWC routes
+    fake_cupy = types.ModuleType("cupy")
+    assert planes_route_pays(g, fake_cupy) is False
+    assert conv_weight_grad._select_dw_route(g, fake_cupy) == "patches of x"
+    with pytest.raises(TypeError):  # the library is a required argument
+        conv_weight_grad._select_dw_route(g)
 
 
 def test_a_first_layer_takes_the_planes_route_forward_and_for_its_kernel_gradient(rng):
@@ -937,9 +946,9 @@ def test_a_first_layer_takes_the_planes_route_forward_and_for_its_kernel_gradien
 
 @pytest.mark.parametrize("planes", [True, False])
 @given(case=conv_cases())
-def test_weight_grad_alone_matches_loop_spec_and_torch_on_every_route(xp, planes, case):
-    """conv2d_weight_grad with the planes route forced on / off against the loop spec (and, when
-    installed, PyTorch's float64 autograd), in blocks of one and two samples too."""
+def test_weight_grad_alone_matches_loop_spec_on_every_route(xp, planes, case):
+    """conv2d_weight_grad with the planes route forced on / off against the loop spec, in blocks
+    of one and two samples too (PyTorch: the float32 test below)."""
     from refdlrt.ops.conv import conv2d_weight_grad
 
     data = case.data()

@@ -740,10 +740,13 @@ def test_the_dense_kernel_rule_follows_the_multiplication_counts():
     assert DENSE_KERNEL_SHARE == 0.75
     assert pays((16, 6, 5, 5), (13, 6, 5, 5), (14, 14))  # LeNet5's conv2, settled: 0.93 of dense
     assert not pays((16, 6, 5, 5), (8, 3, 5, 5), (14, 14))  # its initial ranks: 0.32
+    assert pays((16, 6, 5, 5), (12, 6, 5, 5), (14, 14))  # and at (12, 6): 0.86
     assert not pays((32, 32, 3, 3), (16, 16, 3, 3), (28, 28), 1)  # vgg_small's conv2: 0.36
-    # the boundary: 1 x 1 kernel, 4 -> 4 channels on one pixel: 4 r1 + r0 r1 + 4 r0 against 16
-    assert pays((4, 4, 1, 1), (2, 2, 1, 1), (1, 1))  # 8 + 4 + 8 = 20 >= 12
+    # 1 x 1 kernels on one pixel: C_in r1 + r0 r1 + r0 C_out multiplications against C_out C_in
+    assert pays((4, 4, 1, 1), (2, 2, 1, 1), (1, 1))  # 8 + 4 + 8 = 20 >= 0.75 x 16 = 12
     assert not pays((4, 4, 1, 1), (1, 1, 1, 1), (1, 1))  # 4 + 1 + 4 = 9 < 12
+    assert pays((2, 6, 1, 1), (1, 1, 1, 1), (1, 1))  # 6 + 1 + 2 = 9 = 0.75 x 12: the boundary
+    assert not pays((2, 6, 1, 1), (1, 1, 1, 1), (1, 1), 1)  # padding 1: 6 + 9 (1 + 2) = 33 < 0.75 x 108
 
 
 @pytest.mark.parametrize("route", ["plain", "blocks"])
@@ -757,20 +760,36 @@ def test_the_plain_and_blocks_routes_never_take_the_dense_kernel(rng, route):
     dy = rng.standard_normal((2, 16, 10, 10))
     layer.projection_route = route  # set after the forward: the backward still takes it
     dx = layer.backward(dy)
-    assert layer.projector().route == route
-    G = layer.projector().dense()
+    P = layer.projector()
+    assert P.route == route
+    U0, U1 = layer.weight.factors[:2]
+    A0, A1 = orthonormal(rng, 16, 7, np), orthonormal(rng, 6, 4, np)
+    Q = orthonormal(rng, 6 * 25, 5, np)  # a K-step's Q for mode 0 (r1 r2 r3 rows)
+    got = (P.z1, P.dz2, P.project([U0, U1, None, None]), P.project([A0, A1, None, None]),
+           P.k_gradient(0, [None, U1, *layer.weight.factors[2:]], Q))
     layer.dense_kernel = True
     layer.forward(x)
     assert not isinstance(layer._cache, DenseKernelCache)  # z1 and dz2 are needed there
     assert_close(layer.backward(dy), dx, np.float64, scale=fro(dx))
-    assert layer.projector().route == route
-    assert_close(layer.projector().dense(), G, np.float64, scale=fro(G))
+    P = layer.projector()
+    assert P.route == route
+    want = (P.z1, P.dz2, P.project([U0, U1, None, None]), P.project([A0, A1, None, None]),
+            P.k_gradient(0, [None, U1, *layer.weight.factors[2:]], Q))
+    for a, b in zip(got, want):  # z1 = U_1^T x and dz2 = U_0^T dy as the Tucker backward's
+        assert a.shape == b.shape
+        assert_close(a, b, np.float64, scale=fro(b))
 
 
-def test_the_dense_kernel_forward_checks_its_input(rng):
+def test_the_dense_kernel_forward_checks_its_input_dy_and_setting(rng):
     layer = TuckerConv2d(random_tucker((16, 6, 5, 5), (13, 6, 5, 5), rng), None)
     layer.dense_kernel = True
-    with pytest.raises(ValueError, match="6"):
-        layer.forward(rng.standard_normal((2, 5, 14, 14)))  # 5 input channels, not 6
-    with pytest.raises(TypeError, match="float64"):
+    with pytest.raises(ValueError, match="TuckerConv2d: x has 5 input channels/features, the weight expects 6"):
+        layer.forward(rng.standard_normal((2, 5, 14, 14)))
+    with pytest.raises(TypeError, match="TuckerConv2d: x: expected dtype float64"):
         layer.forward(rng.standard_normal((2, 6, 14, 14)).astype(np.float32))
+    layer.forward(rng.standard_normal((2, 6, 14, 14)))
+    with pytest.raises(ValueError, match=r"dense_kernel_backward: dy: expected shape \(2, 16, 10, 10\)"):
+        layer.backward(rng.standard_normal((2, 16, 9, 10)))
+    layer.dense_kernel = "yes"
+    with pytest.raises(ValueError, match="dense_kernel: expected 'auto', True or False, got 'yes'"):
+        layer.forward(rng.standard_normal((2, 6, 14, 14)))

@@ -259,7 +259,7 @@ def test_float32_deep_layers_allocate_only_float32(rng, c_out):
     x = rng.standard_normal((3, 8, 2, 2)).astype(np.float32)
     w = rng.standard_normal((c_out, 8, 3, 3)).astype(np.float32)
     g = conv._geometry(x, w, None, 1, 1, 1)
-    assert conv_weight_grad._select_dw_route(g) == ("patches of x" if c_out == 8 else "patches of dy")
+    assert conv_weight_grad._select_dw_route(g, np) == ("patches of x" if c_out == 8 else "patches of dy")
     spy = _DtypeSpy()
     with _xp_spied(spy), mock.patch.dict(conv_patches._BLOCK_BYTES, numpy=1):
         y, cache = conv2d_forward(x, w, None, padding=1)

@@ -302,10 +302,13 @@ class TuckerConv2d(_LowRankLayer):
         projection routes, which need the Tucker forward's z1 and dz2."""
         if self.projection_route not in ("auto", "dense") or getattr(x, "ndim", 0) != 4:
             return False
+        if self.dense_kernel not in ("auto", True, False):
+            raise ValueError(f"{self._name}: dense_kernel: expected 'auto', True or False, got "
+                             f"{self.dense_kernel!r}")
         if self.dense_kernel == "auto":
             return dense_kernel_pays(self.weight, tuple(x.shape[2:]),
                                      (self.stride, self.padding, self.dilation))
-        return bool(self.dense_kernel)
+        return self.dense_kernel
 
     def backward(self, dy):
         cache = self._cached()

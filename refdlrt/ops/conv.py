@@ -15,7 +15,7 @@ patch matrix is copied in contiguous runs of C_in numbers:
     Y = col @ W_mat,                    W_mat[(i, j, c), o] = w[o, c, i, j],
     dW_mat = col^T @ dY,                dY[(n, oh, ow), o] = dy[n, o, oh, ow].
 
-The kernel gradient alone (:func:`conv2d_weight_grad`, re-exported here) and its two routes are
+The kernel gradient alone (:func:`conv2d_weight_grad`, re-exported here) and its three routes are
 in :mod:`refdlrt.ops.conv_weight_grad`; with dx, the backward fuses dY^T col into dx's pass
 (`_dw_from_patches_of_x` there). The geometry, im2col and batch blocks are in
 :mod:`refdlrt.ops.conv_patches`.
@@ -254,8 +254,8 @@ def _select_dx_route(g: ConvGeometry):
 def _backward(dy, x, w, g: ConvGeometry, *, need_dx: bool, need_dw: bool):
     """(dx or None, dw or None) block by block: dw = dY^T col (:func:`_product_sum`, dy read in
     place), dx by :func:`_select_dx_route`'s route. Without dx, dw is :func:`_weight_grad` (its
-    route may build the patches of dy instead; with the patches of x it is the same arithmetic
-    as here)."""
+    route may build the patches of dy, or take the channel-major patches of few input planes;
+    with the channels-innermost patches of x it is the same arithmetic as here)."""
     if not need_dx:
         return None, (_weight_grad(dy, x, g) if need_dw else None)
     xp = get_xp(dy, x)

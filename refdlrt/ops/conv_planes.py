@@ -1,6 +1,8 @@
 """A convolution with few input planes (a network's first layer) by channel-major patches.
 
-Where a sample's patch matrix has few rows, K = C_in kh kw (one to three input channels), it is
+Where a sample's patch matrix has few rows, K = C_in kh kw <= 32 (one to three input channels at
+3 x 3: a first layer, and also a Tucker core or a projector's reduced convolution of so few
+channels), it is
 laid out channel-major, one row per (c, i, j) and one column per output pixel:
 
     colT[n, (c, i, j), (oh, ow)] = xpad[n, c, sh oh + dh i, sw ow + dw j]   (xpad NCHW, zero border),
@@ -47,8 +49,21 @@ def _planes_into(col, xpad, g: ConvGeometry):
 
 
 def plane_blocks(x, g: ConvGeometry):
-    """(nb, blocks, patches): ``patches(n0, n1)`` is colT of x[n0:n1], (n, K, Ho Wo), in a
-    buffer reused block after block (the batch blocks of :func:`_batch_blocks`)."""
+    """The batch blocks of x and their channel-major patches.
+
+    Parameters
+    ----------
+    x : array (N, C_in, H, W)
+    g : ConvGeometry of the convolution
+
+    Returns
+    -------
+    nb : int, samples per block (:func:`refdlrt.ops.conv_patches._batch_blocks`)
+    blocks : list of (n0, n1)
+    patches : function (n0, n1) -> colT (n1 - n0, K, Ho Wo), K = C_in kh kw,
+        colT[n, (c, i, j), (oh, ow)] = xpad[n0 + n, c, sh oh + dh i, sw ow + dw j], in a buffer
+        reused block after block (valid until the next call).
+    """
     xp = get_xp(x)
     (kh, kw), (Hp, Wp), (Ho, Wo), (ph, pw) = g.kernel, g.padded_size, g.out_size, g.padding
     (H, W), C = g.in_size, g.c_in
@@ -65,7 +80,18 @@ def plane_blocks(x, g: ConvGeometry):
 
 
 def forward_by_planes(x, w, b, g: ConvGeometry):
-    """y (N, C_out, Ho, Wo) = conv2d(x, w) + b by channel-major patches (module docstring)."""
+    """conv2d(x, w) + b by channel-major patches, written in NCHW.
+
+    Parameters
+    ----------
+    x : array (N, C_in, H, W);  w : array (C_out, C_in, kh, kw);  b : array (C_out,) or None
+    g : ConvGeometry of the convolution
+
+    Returns
+    -------
+    y : array (N, C_out, Ho, Wo), y[n] = W_mat0 colT[n] (+ b per channel), W_mat0 = w as
+        (C_out, C_in kh kw) (module docstring).
+    """
     xp = get_xp(x, w)
     O, K, (Ho, Wo) = g.c_out, g.c_in * g.kernel[0] * g.kernel[1], g.out_size
     w_mat = w.reshape(O, K)  # o, (c, i, j): w's own layout

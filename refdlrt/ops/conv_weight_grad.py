@@ -1,6 +1,8 @@
-"""The kernel gradient of a 2-d convolution alone (no dx), by one of two routes.
+"""The kernel gradient of a 2-d convolution alone (no dx), by one of three routes.
 
-`_select_dw_route` takes the smaller patch matrix: dY^T col (the patches of x, as in the
+With few input planes (C_in kh kw <= 32 on NumPy, a first layer) `_select_dw_route` takes the
+channel-major patches of :mod:`refdlrt.ops.conv_planes` (`_dw_by_planes`); otherwise the
+smaller patch matrix: dY^T col (the patches of x, as in the
 backward of :mod:`refdlrt.ops.conv`, which fuses it into dx's pass through
 `_dw_from_patches_of_x`), or, for stride 1 when H W C_out < Ho Wo C_in (fewer output than
 input channels at "same" padding), the patches of the shifted dy against x
@@ -149,11 +151,11 @@ def _dw_by_planes(dy, x, g: ConvGeometry):
     return dw_mat.reshape(O, C, kh, kw)
 
 
-def _select_dw_route(g: ConvGeometry, xp=None) -> str:
+def _select_dw_route(g: ConvGeometry, xp) -> str:
     """"planes" (:func:`_dw_by_planes`) where :func:`planes_route_pays` on backend ``xp``, else
     "patches of x" (:func:`_dw_by_patches_of_x`) or "patches of dy"
     (:func:`_dw_by_transposed_patches`, stride 1 only): the one whose patch matrix is smaller."""
-    if xp is not None and planes_route_pays(g, xp):
+    if planes_route_pays(g, xp):
         return "planes"
     (H, W), (Ho, Wo) = g.in_size, g.out_size
     if g.stride == (1, 1) and H * W * g.c_out < Ho * Wo * g.c_in:
@@ -186,8 +188,9 @@ def conv2d_weight_grad(x, dy, kernel_size, *, stride=1, padding=0, dilation=1):
     -----
     dw[o, c, i, j] = sum_{n, oh, ow} dy[n, o, oh, ow] xpad[n, c, s_h oh + d_h i, s_w ow + d_w j].
     Used by the low-rank layers' projectors on reduced channel counts, and by
-    :func:`conv2d_backward` without dx. The patch matrix is built from x
-    (:func:`_dw_by_patches_of_x`) or, with stride 1 when H W C_out < Ho Wo C_in, from dy
+    :func:`conv2d_backward` without dx. The patch matrix is built from x, channel-major where
+    C_in kh kw <= 32 on NumPy (:func:`_dw_by_planes`), else channels-innermost
+    (:func:`_dw_by_patches_of_x`), or, with stride 1 when H W C_out < Ho Wo C_in, from dy
     (:func:`_dw_by_transposed_patches`; :func:`_select_dw_route` picks the smaller copy); the
     other operand is read in place (:func:`_product_sum`; a non-contiguous input is copied once
     by its reshape).
