@@ -791,5 +791,7 @@ def test_the_dense_kernel_forward_checks_its_input_dy_and_setting(rng):
     with pytest.raises(ValueError, match=r"dense_kernel_backward: dy: expected shape \(2, 16, 10, 10\)"):
         layer.backward(rng.standard_normal((2, 16, 9, 10)))
     layer.dense_kernel = "yes"
-    with pytest.raises(ValueError, match="dense_kernel: expected 'auto', True or False, got 'yes'"):
-        layer.forward(rng.standard_normal((2, 6, 14, 14)))
+    for route in ("auto", "plain"):  # refused whatever the route
+        layer.projection_route = route
+        with pytest.raises(ValueError, match="dense_kernel: expected 'auto', True or False, got 'yes'"):
+            layer.forward(rng.standard_normal((2, 6, 14, 14)))

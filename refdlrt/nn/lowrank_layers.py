@@ -285,7 +285,7 @@ class TuckerConv2d(_LowRankLayer):
 
     def forward(self, x, *, training: bool = True):
         geometry = (self.stride, self.padding, self.dilation)
-        if self._dense_kernel(x):  # the three stages would cost more: W's one convolution
+        if self._dense_kernel(x, geometry):  # the three stages would cost more: W's one convolution
             _check_input(x, 4, self.dense_shape[1], self.weight.dtype, "N, C_in, H, W", self._name)
             y, self._cache = dense_kernel_forward(x, self.weight, self.params.get("b"), geometry)
         else:
@@ -296,18 +296,17 @@ class TuckerConv2d(_LowRankLayer):
         self._projector = None
         return y
 
-    def _dense_kernel(self, x) -> bool:
+    def _dense_kernel(self, x, geometry) -> bool:
         """Run the dense kernel (:mod:`refdlrt.nn.tucker_dense_kernel`): when ``dense_kernel``
         is True, or "auto" and its cost rule says so; never for the "plain" and "blocks"
         projection routes, which need the Tucker forward's z1 and dz2."""
-        if self.projection_route not in ("auto", "dense") or getattr(x, "ndim", 0) != 4:
-            return False
         if self.dense_kernel not in ("auto", True, False):
             raise ValueError(f"{self._name}: dense_kernel: expected 'auto', True or False, got "
                              f"{self.dense_kernel!r}")
+        if self.projection_route not in ("auto", "dense") or getattr(x, "ndim", 0) != 4:
+            return False
         if self.dense_kernel == "auto":
-            return dense_kernel_pays(self.weight, tuple(x.shape[2:]),
-                                     (self.stride, self.padding, self.dilation))
+            return dense_kernel_pays(self.weight, tuple(x.shape[2:]), geometry)
         return self.dense_kernel
 
     def backward(self, dy):

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 from .._checks import check_float_array, is_int
 from ..backend import get_xp
-from .broadcast import channel_pattern
 from .conv_patches import (
     ConvGeometry,
     _batch_blocks,
@@ -158,11 +157,11 @@ def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1):
     nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
     forward_block = _select_forward_route(g, xp)(w, g, nb, xp)
     y = xp.empty((g.n, g.c_out, *g.out_size), dtype=x.dtype)
-    bias = None if b is None else channel_pattern(b, y).transpose(0, 2, 3, 1).copy()  # 1, Ho, Wo, O
+    bias = None if b is None else xp.ascontiguousarray(xp.broadcast_to(b, (1, *g.out_size, g.c_out)))  # 1, Ho, Wo, O
     for n0, n1 in blocks:
         y_n = forward_block(x[n0:n1])  # n, Ho, Wo, O
         if bias is not None:
-            y_n += bias  # b over one output sample: NumPy's contiguous loop (ops.broadcast)
+            y_n += bias  # b over one output sample: NumPy's contiguous loop (see ops.broadcast)
         y[n0:n1] = y_n.transpose(0, 3, 1, 2)  # n, O, Ho, Wo
     return y, (x, w, b is not None, g)
 

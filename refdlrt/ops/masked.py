@@ -21,9 +21,10 @@ def keep_where(mask, a):
     -----
     Each entry's bits are ANDed with a word of all ones (mask True: the integer -1) or all zeros
     (False), so NaN, Inf and -0 entries of ``a`` are kept as they are where the mask is True and
-    become +0 where it is False, exactly as with ``where``. NumPy's ``where`` branches on every entry and
-    runs at a fraction of memory speed when the mask is unpredictable (ReLU's and max pooling's
-    are): 17 ms against 2.7 ms for this AND on 3.2 million float32 entries on a 2-core machine.
+    become +0 where it is False, exactly as with ``where``. NumPy's ``where`` branches on every
+    entry and runs at a fraction of memory speed when the mask is unpredictable (ReLU's and max
+    pooling's are): 17 ms against 2.7 ms for this AND on 3.2 million float32 entries on a 2-core
+    machine.
     """
     xp = get_xp(mask, a)
     words = mask.astype(getattr(xp, _INT[a.dtype.itemsize]))  # 0 or 1, per entry
