@@ -35,6 +35,7 @@ from .dlrt.integrator import (
     tdlrt_step,
     truncate,
 )
+from .dlrt.matrix_step import matrix_step
 from .dlrt.projector import DenseGradient
 from .dlrt.reference import tdlrt_step_reference
 from .gradcheck import adjoint_test
@@ -63,7 +64,7 @@ __all__ = [
     "HOSVDInfo", "compatible_ranks",
     # one TDLRT step (§2)
     "tdlrt_step", "tdlrt_step_reference", "StepInfo", "k_gradient", "k_step", "augment", "lift",
-    "s_step", "truncate", "DenseGradient",
+    "s_step", "truncate", "DenseGradient", "matrix_step",
     # layers, models, training
     "TuckerConv2d", "LowRankLinear", "MatrixConv2d", "lenet5", "vgg_small", "build_model",
     "TrainConfig", "Trainer", "load_dataset", "load_embedded_mnist",

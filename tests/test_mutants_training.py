@@ -22,6 +22,7 @@ import pytest
 import refdlrt.training.trainer as trainer_mod
 from refdlrt.dlrt.baselines import naive_factor_gradients
 from refdlrt.dlrt.integrator import tdlrt_step
+from refdlrt.dlrt.matrix_step import matrix_step
 from refdlrt.nn.layers import Conv2d
 from refdlrt.ops.loss import softmax_cross_entropy, softmax_cross_entropy_backward
 from refdlrt.tensor.tucker import Tucker
@@ -192,16 +193,20 @@ def dense_part_of_a_step(tr, xb, yb, lr, velocity):
 
 
 def reference_step(tr, xb, yb, lr, velocity):
-    """The step written out: the dense part, then one tdlrt_step per low-rank layer with the
-    configuration's arguments. ``velocity`` is updated in place."""
+    """The step written out: the dense part, then one step per low-rank layer with the
+    configuration's arguments (matrix_step for a matrix weight, tdlrt_step for a Tucker kernel;
+    tests/test_matrix_step.py pins the two together). ``velocity`` is updated in place."""
     c = tr.cfg
     loss, x = dense_part_of_a_step(tr, xb, yb, lr, velocity)
     for k, ly in enumerate(tr.layers):
         if hasattr(ly, "weight"):
-            Y, info = tdlrt_step(ly.weight, ly.projector(), lr, c.tau, r_min=c.r_min,
-                                 r_max=c.layer_r_max.get(ly.name, c.r_max), fixed_rank=False,
-                                 adaptive_modes=None, diagnostics=False, momentum=c.momentum,
-                                 velocity=velocity.get((k, "core")))
+            kw = dict(r_min=c.r_min, r_max=c.layer_r_max.get(ly.name, c.r_max), momentum=c.momentum,
+                      velocity=velocity.get((k, "core")))
+            if ly.weight.ndim == 2:
+                Y, info = matrix_step(ly.weight, ly.projector(), lr, c.tau, **kw)
+            else:
+                Y, info = tdlrt_step(ly.weight, ly.projector(), lr, c.tau, fixed_rank=False,
+                                     adaptive_modes=None, diagnostics=False, **kw)
             ly.weight = Y
             velocity[(k, "core")] = info.velocity
     return float(loss), float((x.argmax(axis=1) == yb).mean())
@@ -291,14 +296,20 @@ def test_a_non_convolutional_first_layer_gets_the_plain_backward():
 
 
 class Spy:
-    """Records tdlrt_step's arguments and results (the real step runs)."""
+    """Records the arguments and results of tdlrt_step (and of matrix_step, the d = 2 step, with
+    ``step="matrix_step"``) in one list, in call order (the real steps run)."""
 
     def __init__(self):
         self.calls = []
 
     def __call__(self, Y, grad, lr, tau, **kw):
         out = tdlrt_step(Y, grad, lr, tau, **kw)
-        self.calls.append(dict(Y=Y, lr=lr, tau=tau, out=out, **kw))
+        self.calls.append(dict(Y=Y, lr=lr, tau=tau, out=out, step="tdlrt_step", **kw))
+        return out
+
+    def matrix_step(self, Y, grad, lr, tau, **kw):
+        out = matrix_step(Y, grad, lr, tau, **kw)
+        self.calls.append(dict(Y=Y, lr=lr, tau=tau, out=out, step="matrix_step", **kw))
         return out
 
 
@@ -312,6 +323,7 @@ class Spy:
 def test_integrator_arguments_per_layer_and_epoch(monkeypatch, method, warmup, finetune, fixed_by_epoch):
     spy = Spy()
     monkeypatch.setattr(trainer_mod, "tdlrt_step", spy)
+    monkeypatch.setattr(trainer_mod, "matrix_step", spy.matrix_step)
     c = cfg(method=method, epochs=3, warmup_epochs=warmup, finetune_epochs=finetune, r_min=3, r_max=7,
             layer_r_max={"fc2": (4, 5)}, conv_adaptive_modes=(0, 1), momentum=0.5, tau=0.15)
     tr = Trainer(c, tiny())
@@ -326,9 +338,15 @@ def test_integrator_arguments_per_layer_and_epoch(monkeypatch, method, warmup, f
         for call, name in zip(spy.calls, names):
             assert call["lr"] == 0.07 and call["tau"] == 0.15 and call["r_min"] == 3
             assert call["r_max"] == ((4, 5) if name == "fc2" else 7)
+            assert call["momentum"] == 0.5
+            if name != "conv2" and not fixed_by_epoch[epoch]:  # a rank-adaptive matrix step
+                assert call["step"] == "matrix_step"
+                assert set(call) == {"Y", "lr", "tau", "out", "step", "r_min", "r_max", "momentum", "velocity"}
+                continue
+            assert call["step"] == "tdlrt_step"
             assert call["fixed_rank"] is fixed_by_epoch[epoch]
             assert call["adaptive_modes"] == ((0, 1) if name == "conv2" else None)
-            assert call["diagnostics"] is False and call["momentum"] == 0.5
+            assert call["diagnostics"] is False
         for k, ly in enumerate(tr.layers):
             if hasattr(ly, "weight"):
                 call = spy.calls[names.index(ly.name)]

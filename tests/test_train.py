@@ -294,3 +294,47 @@ def test_cli_conv_adaptive_modes_keep_the_spatial_ranks(mnist_dir, tmp_path):
                "--ranks", "conv2=8,3,5,4", "--conv-adaptive-modes", "0", "1", "--out", str(out)])
     assert rc == 0
     assert json.loads((out / "summary.json").read_text())["ranks"]["conv2"][2:] == [5, 4]
+
+
+@pytest.mark.parametrize("method, expected", [
+    ("tdlrt", {"matrix_step": {2}, "tdlrt_step": {4}}),
+    ("matrix-dlrt", {"matrix_step": {2}, "tdlrt_step": set()}),
+    ("tdlrt-fixed", {"matrix_step": set(), "tdlrt_step": {2, 4}}),
+])
+def test_matrix_weights_take_the_matrix_step_when_rank_adaptive(small, monkeypatch, method, expected):
+    """The rank-adaptive step of a d = 2 weight is matrix_step (pinned to tdlrt_step in
+    tests/test_matrix_step.py); Tucker kernels and fixed-rank steps take tdlrt_step."""
+    import refdlrt.training.trainer as trainer_mod
+
+    seen = {"matrix_step": set(), "tdlrt_step": set()}
+    for name in seen:
+        real = getattr(trainer_mod, name)
+        monkeypatch.setattr(trainer_mod, name, lambda Y, *a, _real=real, _name=name, **k:
+                            seen[_name].add(Y.ndim) or _real(Y, *a, **k))
+    tr = Trainer(TrainConfig(method=method, epochs=1, batch_size=100), small)
+    tr.train_step(tr.data.x_train[:100].astype(np.float32), tr.data.y_train[:100], 0.05)
+    assert seen == expected
+
+
+def test_training_with_the_matrix_step_equals_training_with_tdlrt_step(small, monkeypatch):
+    """Five steps of LeNet5 TDLRT: the same ranks and, to float32's tolerance, the same weights
+    as with every step taken by tdlrt_step."""
+    import refdlrt.training.trainer as trainer_mod
+    from refdlrt.tolerances import tolerance
+
+    def run():
+        tr = Trainer(TrainConfig(method="tdlrt", epochs=1, batch_size=50, tau=0.2), small)
+        for s in range(5):
+            sl = slice(50 * s, 50 * (s + 1))
+            tr.train_step(tr.data.x_train[sl].astype(np.float32), tr.data.y_train[sl], 0.05)
+        return {ly.name: ly.weight for ly in tr.layers if hasattr(ly, "weight") and hasattr(ly.weight, "core")}
+
+    ours = run()
+    real = trainer_mod.tdlrt_step
+    monkeypatch.setattr(trainer_mod, "matrix_step", lambda *a, **k: real(*a, diagnostics=False, **k))
+    ref = run()
+    assert {k: W.ranks for k, W in ours.items()} == {k: W.ranks for k, W in ref.items()}
+    for k in ours:
+        Wa, Wb = ours[k].to_tensor(), ref[k].to_tensor()
+        # five float32 steps, each rounding the two routes differently (measured: fc1 2.3e-5)
+        assert np.linalg.norm(Wa - Wb) <= tolerance(np.float32).rtol * np.linalg.norm(Wb), k

@@ -76,9 +76,11 @@ class StepInfo:
         return max_orthonormality_error(self.new_factors)
 
 
-def make_step_info(Y, G, C_hat, U_hats, grad_C, Y_new, theta, eta, bound, v_new, diagnostics):
-    """Diagnostics of the step (see :class:`StepInfo`)."""
-    grad_norm = G.norm() if hasattr(G, "norm") else None
+def make_step_info(Y, G, C_hat, U_hats, grad_C, Y_new, theta, eta, bound, v_new, diagnostics,
+                   *, grad_norm: bool = True):
+    """Diagnostics of the step (see :class:`StepInfo`); ``grad_norm=False`` leaves ``grad_norm``
+    and ``normal_grad_norm`` None (with momentum ||G + μV|| costs a projection of G)."""
+    grad_norm = G.norm() if grad_norm and hasattr(G, "norm") else None
     if diagnostics and isinstance(G, DenseGradient):
         normal = fro(G.G - multi_mode_product(grad_C, U_hats))
     elif grad_norm is not None:

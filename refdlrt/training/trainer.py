@@ -28,6 +28,7 @@ from .._npz import NpzFileError, read_npz
 from ..backend import namespace, to_numpy
 from ..dlrt.baselines import naive_factor_gradients
 from ..dlrt.integrator import tdlrt_step
+from ..dlrt.matrix_step import matrix_step
 from ..nn.layers import Conv2d
 from ..nn.models import METHODS, MODELS, build_model
 from ..ops.loss import softmax_cross_entropy, softmax_cross_entropy_backward
@@ -226,15 +227,20 @@ class Trainer:
                        for i, (U, g) in enumerate(zip(W.factors, gUs)))
             layer.weight = Tucker(core, Us)
             return
-        Y, info = tdlrt_step(
-            layer.weight, layer.projector(), lr, cfg.tau, r_min=cfg.r_min,
-            r_max=cfg.layer_r_max.get(layer.name, cfg.r_max),
-            fixed_rank=(cfg.method == "tdlrt-fixed" or self.epoch < cfg.warmup_epochs
-                        or self.epoch >= cfg.epochs - cfg.finetune_epochs),
-            adaptive_modes=cfg.conv_adaptive_modes if layer.weight.ndim == 4 else None,
-            diagnostics=False,
-            momentum=mu, velocity=self.velocity.get((k, "core")),
-        )
+        r_max = cfg.layer_r_max.get(layer.name, cfg.r_max)
+        velocity = self.velocity.get((k, "core"))
+        fixed_rank = (cfg.method == "tdlrt-fixed" or self.epoch < cfg.warmup_epochs
+                      or self.epoch >= cfg.epochs - cfg.finetune_epochs)
+        if layer.weight.ndim == 2 and not fixed_rank:  # the same step without the K-steps' QRs
+            Y, info = matrix_step(layer.weight, layer.projector(), lr, cfg.tau, r_min=cfg.r_min,
+                                  r_max=r_max, momentum=mu, velocity=velocity)
+        else:
+            Y, info = tdlrt_step(
+                layer.weight, layer.projector(), lr, cfg.tau, r_min=cfg.r_min, r_max=r_max,
+                fixed_rank=fixed_rank,
+                adaptive_modes=cfg.conv_adaptive_modes if layer.weight.ndim == 4 else None,
+                diagnostics=False, momentum=mu, velocity=velocity,
+            )
         layer.weight = Y
         if mu:
             self.velocity[(k, "core")] = info.velocity

@@ -1,0 +1,150 @@
+"""The rank-adaptive step for a matrix weight (d = 2, matrix DLRT), with the K-steps' QRs left out.
+
+For d = 2, W = U_0 C U_1^T, the two K-steps' gradients are (ALGORITHM.md §2, step 2)
+
+    grad_{K_0} L = (G U_1) Q_0,        grad_{K_1} L = (G^T U_0) Q_1,
+
+with Q_0 R_0 = C^T and Q_1 R_1 = C. Compatible ranks make C square (r_0 = r_1 = r), so Q_i is
+an r x r orthogonal matrix. The augmentation needs only the range of [U_i | grad_{K_i} L] and
+the norm ||grad_{K_i} L||_F, and neither changes when Q_i is dropped; nor does the augmented
+basis, whose Gram matrix [U_i | D_i] [U_i | D_i]^T is the same with D_i = grad_{K_i} L / ||.||
+or (G U_1) / ||G U_1|| (Û_i = the leading left singular vectors, the same up to the sign of each
+column and rounding). So this step takes D_0 = G U_1 and D_1 = G^T U_0 directly: no QR of the
+core, no K_i = U_i R_i^T, no K_i - λ grad_{K_i} L, which the rank-adaptive step never reads
+(:func:`refdlrt.dlrt.integrator.augment` builds Û_i from the direction). Everything after the
+augmentation, the lift, the S-step, the truncation and the momentum transport, is the
+integrator's own functions, called in the same order.
+
+It is the training loop's step for the low-rank linear layers (``Trainer``); a test pins it to
+:func:`refdlrt.dlrt.integrator.tdlrt_step` (the same ranks; the same weight, velocity and
+diagnostics to the dtype's tolerance).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..backend import fro, get_xp
+from ..tensor.hosvd import _check_tau, _rank_from_tails, tail_norms
+from ..tensor.linalg import left_singular, svd_thin
+from ..tensor.tucker import Tucker
+from .integrator import (
+    _check_finite,
+    _check_momentum,
+    _check_step_args,
+    _rank_bounds,
+    _step_direction,
+    augment,
+    lift,
+    s_step,
+    transport_velocity,
+    truncate,
+)
+from .step_info import make_step_info
+
+__all__ = ["matrix_step", "truncate_matrix"]
+
+# Derive one side's singular vectors from the other's (Z = C^T P Σ^{-1}) only where σ_1 / σ_r is
+# at most this: Z_r is then orthonormal to eps₆₄ (σ_1 / σ_r)² ≤ 2.2e-10, far below float32's
+# rounding (the Gram matrix's own error, eps₆₄ σ_1², divided by σ_i σ_j).
+_MAX_KEPT_RATIO = 1e3
+
+
+def matrix_step(Y: Tucker, grad, lr: float, tau: float, *, r_min: int = 1, r_max=None,
+                momentum: float = 0.0, velocity=None):
+    """One rank-adaptive step of a matrix weight Y = U_0 C U_1^T (d = 2), every mode adaptive.
+
+    The parameters and the result are those of :func:`refdlrt.dlrt.integrator.tdlrt_step` with
+    ``diagnostics=False`` (and ``fixed_rank=False``, ``adaptive_modes=None``). The StepInfo's
+    ``grad_norm`` and ``normal_grad_norm`` are None (they would cost a projection of G onto the
+    old bases that the step does not need).
+    """
+    _check_step_args(Y, lr, tau)
+    if Y.ndim != 2:
+        raise ValueError(f"matrix_step: expected a matrix weight (d = 2), got d = {Y.ndim}; "
+                         f"use tdlrt_step")
+    _check_momentum(momentum, velocity, Y.ranks)
+    if Y.ranks[0] != Y.ranks[1]:
+        raise ValueError(f"matrix_step: expected a square core (compatible ranks), got {Y.ranks}")
+    G = _step_direction(Y, grad, momentum, velocity)
+    r_max = _rank_bounds(r_min, r_max, Y.shape)
+    U0, U1 = Y.factors
+
+    U_hats, M_hats = [], []
+    for i, D in enumerate((G.project([None, U1]), G.project([U0, None]).T)):  # n_0 x r, n_1 x r
+        _check_finite(D, f"the K-gradient of mode {i}")
+        U_hat, M_hat = augment(None, Y.factors[i], direction=D)  # n_i x r̂_i, r̂_i x r
+        U_hats.append(U_hat)
+        M_hats.append(M_hat)
+    C_hat = lift(Y.core, M_hats)  # r̂_0 x r̂_1
+    C_tilde, grad_C = s_step(C_hat, U_hats, G, lr)
+    _check_finite(C_tilde, "the core after the S-step")
+    if grad_C.dtype != Y.core.dtype:
+        raise TypeError(f"matrix_step: the gradient's projections have dtype {grad_C.dtype}, "
+                        f"expected {Y.core.dtype} (the weight's)")
+    Y_new, theta, eta, bound = truncate_matrix(C_tilde, U_hats, tau, r_min, r_max)
+    if not (math.isfinite(theta) and math.isfinite(eta)):
+        raise FloatingPointError(f"matrix_step: the truncation tolerance ({theta}) or error ({eta}) "
+                                 f"is not finite; refusing a silent rank collapse")
+    v_new = transport_velocity(grad_C, U_hats, Y_new.factors) if momentum else None
+    info = make_step_info(Y, G, C_hat, U_hats, grad_C, Y_new, theta, eta, bound, v_new,
+                          diagnostics=False, grad_norm=False)
+    return Y_new, info
+
+
+def truncate_matrix(C_tilde, U_hats, tau: float, r_min: int, r_max):
+    """Steps 8-9 for d = 2: the HOSVD of a matrix is its SVD, C̃ = P Σ Z^T.
+
+    Parameters
+    ----------
+    C_tilde : r̂_0 x r̂_1 core after the S-step;  U_hats : (Û_0, Û_1)
+    tau, r_min : as in :func:`refdlrt.dlrt.integrator.truncate`;  r_max : two ints (per mode)
+
+    Returns
+    -------
+    (Tucker, ϑ, η, bound) as :func:`refdlrt.dlrt.integrator._truncate_adaptive` returns them.
+
+    Notes
+    -----
+    Mat_0(C̃) = C̃ and Mat_1(C̃) = C̃^T have the same singular values, so both modes take their
+    rank from one tail vector, r_i = the τ rule clamped to mode i's bounds, then the compatible
+    r = min(r_0, r_1); and P_1 = Z. One decomposition instead of the HOSVD's two:
+    float64 by LAPACK's SVD; float32 by the float64 Gram matrix of C̃'s shorter side (as
+    :func:`refdlrt.tensor.linalg.left_singular`), whose other singular vectors are then
+    Z_r = C̃^T P_r Σ_r^{-1} (or P_r = C̃ Z_r Σ_r^{-1}), in float64: orthonormal to
+    eps₆₄ (σ_1 / σ_r)². Where σ_1 / σ_r exceeds 1e3 (so that this could approach float32's
+    rounding), and where σ_r = 0, the step takes the HOSVD route,
+    :func:`refdlrt.dlrt.integrator.truncate`. C' = P_r^T C̃ Z_r, U_i' = Û_i P_i;
+    bound = (tails(r_0)² + tails(r_1)²)^{1/2} before the compatible cut, as the HOSVD reports it.
+    """
+    xp = get_xp(C_tilde)
+    m, n = C_tilde.shape
+    lo = [min(r_min, m), min(r_min, n)]
+    hi = [max(min(r_max[0], m), lo[0]), max(min(r_max[1], n), lo[1])]
+    norm = fro(C_tilde)
+    theta = _check_tau(tau) * norm
+    if C_tilde.dtype == xp.float64:
+        P, s, Zt = svd_thin(C_tilde)  # m x k, k, k x n
+    else:
+        wide = m <= n
+        A = C_tilde if wide else C_tilde.T  # shorter side first
+        P, s = left_singular(A)  # Gram route (A is wide): its left vectors, k = min(m, n)
+    tails = tail_norms(s)
+    r0, r1 = (_rank_from_tails(tails, theta, lo[i], hi[i]) for i in range(2))
+    r = min(r0, r1)
+    if C_tilde.dtype == xp.float64:
+        P0, P1 = P[:, :r], Zt[:r].T  # m x r, n x r
+    else:
+        s_r = s[:r]
+        if not float(s_r[-1]) * _MAX_KEPT_RATIO >= float(s_r[0]):  # also σ_r = 0
+            Y_new, info, eta = truncate(C_tilde, U_hats, tau, r_min=lo, r_max=hi)
+            return Y_new, float(info.theta), eta, float(info.bound)
+        Pa = P[:, :r]
+        Pb = (A.T.astype(xp.float64) @ Pa.astype(xp.float64)) / s_r.astype(xp.float64)  # n x r
+        Pb = Pb.astype(C_tilde.dtype)
+        P0, P1 = (Pa, Pb) if wide else (Pb, Pa)  # m x r, n x r
+    core = P0.T @ C_tilde @ P1  # r x r
+    eta = fro(C_tilde - P0 @ core @ P1.T)
+    bound = math.sqrt(float(tails[r0]) ** 2 + float(tails[r1]) ** 2)
+    Us = (U_hats[0] @ P0, U_hats[1] @ P1)  # n_i x r
+    return Tucker(core, Us), theta, eta, bound
