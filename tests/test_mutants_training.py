@@ -202,7 +202,7 @@ def reference_step(tr, xb, yb, lr, velocity):
         if hasattr(ly, "weight"):
             kw = dict(r_min=c.r_min, r_max=c.layer_r_max.get(ly.name, c.r_max), momentum=c.momentum,
                       velocity=velocity.get((k, "core")))
-            if ly.weight.ndim == 2:
+            if ly.weight.ndim == 2 and ly.weight.ranks[0] == ly.weight.ranks[1]:
                 Y, info = matrix_step(ly.weight, ly.projector(), lr, c.tau, **kw)
             else:
                 Y, info = tdlrt_step(ly.weight, ly.projector(), lr, c.tau, fixed_rank=False,

@@ -338,3 +338,23 @@ def test_training_with_the_matrix_step_equals_training_with_tdlrt_step(small, mo
         Wa, Wb = ours[k].to_tensor(), ref[k].to_tensor()
         # five float32 steps, each rounding the two routes differently (measured: fc1 2.3e-5)
         assert np.linalg.norm(Wa - Wb) <= tolerance(np.float32).rtol * np.linalg.norm(Wb), k
+
+
+def test_a_non_square_matrix_core_takes_tdlrt_step_until_its_truncation_makes_it_square(small, monkeypatch):
+    """Explicit ranks may start a linear layer's core non-square (fc1 = 10 x 20); matrix_step needs
+    a square core (its Q_i is then square orthogonal), so that step is tdlrt_step's, whose
+    compatible-ranks cut makes the core square; the next step is matrix_step's."""
+    import refdlrt.training.trainer as trainer_mod
+
+    seen = []
+    for name in ("matrix_step", "tdlrt_step"):
+        real = getattr(trainer_mod, name)
+        monkeypatch.setattr(trainer_mod, name, lambda Y, *a, _real=real, _name=name, **k:
+                            seen.append((_name, Y.ranks)) or _real(Y, *a, **k))
+    tr = Trainer(TrainConfig(method="tdlrt", epochs=1, batch_size=100, ranks={"fc1": (10, 20)}), small)
+    for _ in range(2):
+        tr.train_step(tr.data.x_train[:100].astype(np.float32), tr.data.y_train[:100], 0.05)
+    # per step: conv2, fc1, fc2 in that order
+    assert seen[1] == ("tdlrt_step", (10, 20))
+    name, ranks = seen[4]
+    assert name == "matrix_step" and ranks[0] == ranks[1] <= 10

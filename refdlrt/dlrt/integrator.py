@@ -191,7 +191,7 @@ def _rank_bounds(r_min, r_max, shape):
     return [min(rm, n) for rm, n in zip(r_max, shape)]
 
 
-def _check_step_args(Y, lr, tau):
+def _check_step_args(Y, lr, tau, who: str = "tdlrt_step"):
     if not isinstance(Y, Tucker):
         raise TypeError(f"Y: expected a Tucker tensor, got {type(Y).__name__}")
     if Y.ndim < 2:
@@ -199,9 +199,9 @@ def _check_step_args(Y, lr, tau):
     for i, (r, n) in enumerate(zip(Y.ranks, Y.shape)):
         if r > n:
             raise ValueError(f"mode {i}: rank r={r} exceeds the dimension n={n}")
-    check_float_array(Y.core, "tdlrt_step: Y.core")
+    check_float_array(Y.core, f"{who}: Y.core")
     check_same_dtype(("Y.core", Y.core), *((f"Y.factors[{i}]", U) for i, U in enumerate(Y.factors)))
-    check_orthonormal(Y.factors, "tdlrt_step: Y")
+    check_orthonormal(Y.factors, f"{who}: Y")
     for name, v in (("lr", lr), ("tau", tau)):
         if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
             raise TypeError(f"{name}: expected a real number, got {type(v).__name__}")

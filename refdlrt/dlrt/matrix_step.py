@@ -9,15 +9,17 @@ an r x r orthogonal matrix. The augmentation needs only the range of [U_i | grad
 the norm ||grad_{K_i} L||_F, and neither changes when Q_i is dropped; nor does the augmented
 basis, whose Gram matrix [U_i | D_i] [U_i | D_i]^T is the same with D_i = grad_{K_i} L / ||.||
 or (G U_1) / ||G U_1|| (Û_i = the leading left singular vectors, the same up to the sign of each
-column and rounding). So this step takes D_0 = G U_1 and D_1 = G^T U_0 directly: no QR of the
+column, rotations within repeated singular values, and rounding). So this step takes D_0 = G U_1 and D_1 = G^T U_0 directly: no QR of the
 core, no K_i = U_i R_i^T, no K_i - λ grad_{K_i} L, which the rank-adaptive step never reads
 (:func:`refdlrt.dlrt.integrator.augment` builds Û_i from the direction). Everything after the
 augmentation, the lift, the S-step, the truncation and the momentum transport, is the
 integrator's own functions, called in the same order.
 
-It is the training loop's step for the low-rank linear layers (``Trainer``); a test pins it to
-:func:`refdlrt.dlrt.integrator.tdlrt_step` (the same ranks; the same weight, velocity and
-diagnostics to the dtype's tolerance).
+It is the training loop's step for the low-rank linear layers (``Trainer``; a core made
+non-square by explicit ranks takes ``tdlrt_step``, whose truncation makes it square); a test pins
+it to :func:`refdlrt.dlrt.integrator.tdlrt_step`: the same ranks (where no singular value sits at
+rounding level with τ = 0, which one decomposition keeps and another drops), the same weight,
+velocity and step numbers to the dtype's tolerance.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import math
 
 from ..backend import fro, get_xp
 from ..tensor.hosvd import _check_tau, _rank_from_tails, tail_norms
-from ..tensor.linalg import left_singular, svd_thin
+from ..tensor.linalg import _descending_eigh, svd_thin
 from ..tensor.tucker import Tucker
 from .integrator import (
     _check_finite,
@@ -44,9 +46,9 @@ from .step_info import make_step_info
 
 __all__ = ["matrix_step", "truncate_matrix"]
 
-# Derive one side's singular vectors from the other's (Z = C^T P Σ^{-1}) only where σ_1 / σ_r is
-# at most this: Z_r is then orthonormal to eps₆₄ (σ_1 / σ_r)² ≤ 2.2e-10, far below float32's
-# rounding (the Gram matrix's own error, eps₆₄ σ_1², divided by σ_i σ_j).
+# Derive one side's singular vectors from the other's (Z = C^T P Σ^{-1}, all in float64) only
+# where σ_1 / σ_r is at most this: Z_r is then orthonormal to eps₆₄ (σ_1 / σ_r)² ≤ 2.2e-10 (the
+# Gram matrix's own error, eps₆₄ σ_1², divided by σ_i σ_j), far below float32's rounding.
 _MAX_KEPT_RATIO = 1e3
 
 
@@ -54,12 +56,31 @@ def matrix_step(Y: Tucker, grad, lr: float, tau: float, *, r_min: int = 1, r_max
                 momentum: float = 0.0, velocity=None):
     """One rank-adaptive step of a matrix weight Y = U_0 C U_1^T (d = 2), every mode adaptive.
 
-    The parameters and the result are those of :func:`refdlrt.dlrt.integrator.tdlrt_step` with
-    ``diagnostics=False`` (and ``fixed_rank=False``, ``adaptive_modes=None``). The StepInfo's
-    ``grad_norm`` and ``normal_grad_norm`` are None (they would cost a projection of G onto the
-    old bases that the step does not need).
+    Parameters
+    ----------
+    Y : Tucker of order 2 with a square core (r_0 = r_1 = r), orthonormal U_0 (n_0 x r), U_1 (n_1 x r)
+    grad : the dense gradient G (n_0 x n_1) or a projector (``project(mats)``)
+    lr, tau : learning rate λ > 0 and relative truncation tolerance τ >= 0
+    r_min, r_max, momentum, velocity : as in :func:`refdlrt.dlrt.integrator.tdlrt_step`
+
+    Returns
+    -------
+    (Tucker, StepInfo), as :func:`refdlrt.dlrt.integrator.tdlrt_step` with ``diagnostics=False``
+    (and ``fixed_rank=False``, ``adaptive_modes=None``) returns them, but for the StepInfo's
+    ``grad_norm`` and ``normal_grad_norm``, which are None (they would cost a projection of G
+    that the step does not need).
+
+    Notes
+    -----
+    With the step's direction D = G + μV (:class:`refdlrt.dlrt.projector.MomentumGradient`):
+
+        Û_0 = orth([U_0 | D U_1 / ||D U_1||_F]),   Û_1 = orth([U_1 | D^T U_0 / ||D^T U_0||_F]),
+        Ĉ = M̂_0 C M̂_1^T (M̂_i = Û_i^T U_i),   C̃ = Ĉ - λ Û_0^T D Û_1,
+
+    then :func:`truncate_matrix`. A square U_i (r = n_i) spans everything: Û_i = I, as in
+    :func:`refdlrt.dlrt.integrator.augment`, and D's product for it is not taken.
     """
-    _check_step_args(Y, lr, tau)
+    _check_step_args(Y, lr, tau, "matrix_step")
     if Y.ndim != 2:
         raise ValueError(f"matrix_step: expected a matrix weight (d = 2), got d = {Y.ndim}; "
                          f"use tdlrt_step")
@@ -70,10 +91,15 @@ def matrix_step(Y: Tucker, grad, lr: float, tau: float, *, r_min: int = 1, r_max
     r_max = _rank_bounds(r_min, r_max, Y.shape)
     U0, U1 = Y.factors
 
+    directions = (lambda: G.project([None, U1]), lambda: G.project([U0, None]).T)  # n_0 x r, n_1 x r
     U_hats, M_hats = [], []
-    for i, D in enumerate((G.project([None, U1]), G.project([U0, None]).T)):  # n_0 x r, n_1 x r
-        _check_finite(D, f"the K-gradient of mode {i}")
-        U_hat, M_hat = augment(None, Y.factors[i], direction=D)  # n_i x r̂_i, r̂_i x r
+    for i, U in enumerate(Y.factors):
+        if U.shape[0] == U.shape[1]:  # range(U_i) is the whole space: Û_i = I, no direction
+            U_hat, M_hat = augment(None, U)  # n_i x n_i, n_i x n_i
+        else:
+            D = directions[i]()  # D U_1 or D^T U_0: n_i x r
+            _check_finite(D, f"the K-gradient of mode {i}")
+            U_hat, M_hat = augment(None, U, direction=D)  # n_i x r̂_i, r̂_i x r
         U_hats.append(U_hat)
         M_hats.append(M_hat)
     C_hat = lift(Y.core, M_hats)  # r̂_0 x r̂_1
@@ -110,10 +136,11 @@ def truncate_matrix(C_tilde, U_hats, tau: float, r_min: int, r_max):
     rank from one tail vector, r_i = the τ rule clamped to mode i's bounds, then the compatible
     r = min(r_0, r_1); and P_1 = Z. One decomposition instead of the HOSVD's two:
     float64 by LAPACK's SVD; float32 by the float64 Gram matrix of C̃'s shorter side (as
-    :func:`refdlrt.tensor.linalg.left_singular`), whose other singular vectors are then
-    Z_r = C̃^T P_r Σ_r^{-1} (or P_r = C̃ Z_r Σ_r^{-1}), in float64: orthonormal to
-    eps₆₄ (σ_1 / σ_r)². Where σ_1 / σ_r exceeds 1e3 (so that this could approach float32's
-    rounding), and where σ_r = 0, the step takes the HOSVD route,
+    :func:`refdlrt.tensor.linalg.left_singular`; σ rounded to float32 as there, for the same
+    ranks), whose other singular vectors are then Z_r = C̃^T P_r Σ_r^{-1} (or
+    P_r = C̃ Z_r Σ_r^{-1}), from P_r and Σ_r in float64: orthonormal to eps₆₄ (σ_1 / σ_r)².
+    Where σ_1 / σ_r exceeds 1e3 (so that this could approach float32's rounding), and where
+    σ_r = 0, the step takes the HOSVD route,
     :func:`refdlrt.dlrt.integrator.truncate`. C' = P_r^T C̃ Z_r, U_i' = Û_i P_i;
     bound = (tails(r_0)² + tails(r_1)²)^{1/2} before the compatible cut, as the HOSVD reports it.
     """
@@ -127,8 +154,9 @@ def truncate_matrix(C_tilde, U_hats, tau: float, r_min: int, r_max):
         P, s, Zt = svd_thin(C_tilde)  # m x k, k, k x n
     else:
         wide = m <= n
-        A = C_tilde if wide else C_tilde.T  # shorter side first
-        P, s = left_singular(A)  # Gram route (A is wide): its left vectors, k = min(m, n)
+        A64 = (C_tilde if wide else C_tilde.T).astype(xp.float64)  # shorter side first: k x l
+        P, s64 = _descending_eigh(A64 @ A64.T)  # k x k, k (left_singular's Gram route, in float64)
+        s = s64.astype(C_tilde.dtype)
     tails = tail_norms(s)
     r0, r1 = (_rank_from_tails(tails, theta, lo[i], hi[i]) for i in range(2))
     r = min(r0, r1)
@@ -139,9 +167,9 @@ def truncate_matrix(C_tilde, U_hats, tau: float, r_min: int, r_max):
         if not float(s_r[-1]) * _MAX_KEPT_RATIO >= float(s_r[0]):  # also σ_r = 0
             Y_new, info, eta = truncate(C_tilde, U_hats, tau, r_min=lo, r_max=hi)
             return Y_new, float(info.theta), eta, float(info.bound)
-        Pa = P[:, :r]
-        Pb = (A.T.astype(xp.float64) @ Pa.astype(xp.float64)) / s_r.astype(xp.float64)  # n x r
-        Pb = Pb.astype(C_tilde.dtype)
+        Pa = P[:, :r]  # k x r, float64
+        Pb = (A64.T @ Pa) / s64[:r]  # l x r: the other side's vectors
+        Pa, Pb = Pa.astype(C_tilde.dtype), Pb.astype(C_tilde.dtype)
         P0, P1 = (Pa, Pb) if wide else (Pb, Pa)  # m x r, n x r
     core = P0.T @ C_tilde @ P1  # r x r
     eta = fro(C_tilde - P0 @ core @ P1.T)

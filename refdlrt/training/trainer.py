@@ -231,7 +231,9 @@ class Trainer:
         velocity = self.velocity.get((k, "core"))
         fixed_rank = (cfg.method == "tdlrt-fixed" or self.epoch < cfg.warmup_epochs
                       or self.epoch >= cfg.epochs - cfg.finetune_epochs)
-        if layer.weight.ndim == 2 and not fixed_rank:  # the same step without the K-steps' QRs
+        if layer.weight.ndim == 2 and layer.weight.ranks[0] == layer.weight.ranks[1] and not fixed_rank:
+            # the same step without the K-steps' QRs (a square core; explicit ranks such as
+            # --ranks fc1=10,20 start non-square, and tdlrt_step's truncation makes them square)
             Y, info = matrix_step(layer.weight, layer.projector(), lr, cfg.tau, r_min=cfg.r_min,
                                   r_max=r_max, momentum=mu, velocity=velocity)
         else:
