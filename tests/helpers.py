@@ -2,7 +2,13 @@
 
 import numpy as np
 
+from refdlrt.tensor.tucker import Tucker
 from refdlrt.tolerances import assert_close
+
+
+def cast_tucker(Y, dtype):
+    """Y with its core and factors cast to ``dtype``."""
+    return Tucker(Y.core.astype(dtype), tuple(U.astype(dtype) for U in Y.factors))
 
 
 class ForeignArray:

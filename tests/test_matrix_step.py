@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import cast_tucker
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import tucker_configs
@@ -20,10 +21,6 @@ from refdlrt.nn.lowrank_projectors import LowRankLinearProjector
 from refdlrt.tensor.linalg import orthonormality_error
 from refdlrt.tensor.tucker import Tucker
 from refdlrt.tolerances import tolerance
-
-
-def _cast(Y, dtype):
-    return Tucker(Y.core.astype(dtype), tuple(U.astype(dtype) for U in Y.factors))
 
 
 def assert_same_step(a, b, dtype):
@@ -82,7 +79,7 @@ def test_matrix_step_equals_tdlrt_step_float32_through_the_layer_projector(xp, s
     rng = np.random.default_rng(7)
     n0, n1 = shape
     Y = random_tucker(shape, (r, r), rng, xp=xp)
-    Y = _cast(Tucker(Y.core + 3 * xp.eye(r), Y.factors), np.float32)
+    Y = cast_tucker(Tucker(Y.core + 3 * xp.eye(r), Y.factors), np.float32)
     x = xp.asarray(rng.standard_normal((64, n1)).astype(np.float32))
     dy = xp.asarray(0.1 * rng.standard_normal((64, n0)).astype(np.float32))
     v = xp.asarray(0.1 * rng.standard_normal((r, r)).astype(np.float32)) if mu else None
@@ -109,7 +106,7 @@ def test_a_wide_spread_of_kept_singular_values_takes_the_hosvd_route(xp, monkeyp
     rng = np.random.default_rng(3)
     n, r = 30, 4
     U0, U1 = (np.linalg.qr(rng.standard_normal((n, r)))[0] for _ in range(2))
-    Y = _cast(Tucker(xp.asarray(np.diag([1e3, 10.0, 1.0, 0.5])), (xp.asarray(U0), xp.asarray(U1))),
+    Y = cast_tucker(Tucker(xp.asarray(np.diag([1e3, 10.0, 1.0, 0.5])), (xp.asarray(U0), xp.asarray(U1))),
               np.float32)
     G = xp.asarray(1e-3 * rng.standard_normal((n, n)).astype(np.float32))
     calls, real = [], ms.truncate

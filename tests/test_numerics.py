@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import cast_tucker
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import tucker_configs
@@ -20,11 +21,6 @@ from refdlrt.tolerances import tolerance
 from refdlrt.training.datasets import Dataset, load_embedded_mnist
 from refdlrt.training.trainer import TrainConfig, Trainer
 
-
-def _cast(Y, dtype):
-    return Tucker(Y.core.astype(dtype), tuple(U.astype(dtype) for U in Y.factors))
-
-
 # --- dtypes: one rule, as conv2d_forward's ------------------------------------------------
 
 
@@ -32,7 +28,7 @@ def _cast(Y, dtype):
                                            (np.float16, "float32 or float64")])
 def test_step_refuses_mixed_and_integer_gradients(g_dtype, match):
     rng = np.random.default_rng(0)
-    Y = _cast(random_tucker((5, 4, 3), (2, 2, 2), rng), np.float32)
+    Y = cast_tucker(random_tucker((5, 4, 3), (2, 2, 2), rng), np.float32)
     G = (rng.standard_normal(Y.shape) * 3).astype(g_dtype)
     with pytest.raises(TypeError, match=match):
         tdlrt_step(Y, G, 0.1, 0.1)
@@ -67,7 +63,7 @@ def test_float32_step_keeps_its_ranks_at_extreme_magnitudes(cfg, scale):
     truncate everything to rank 1): the ranks of the unscaled step, the tensor scaled."""
     shape, ranks, seed = cfg
     rng = np.random.default_rng(seed)
-    Y = _cast(random_tucker(shape, ranks, rng), np.float32)
+    Y = cast_tucker(random_tucker(shape, ranks, rng), np.float32)
     G = rng.standard_normal(shape).astype(np.float32)
     Y1, _ = tdlrt_step(Y, G, 0.3, 0.1)
     Ys, info = tdlrt_step(Tucker(Y.core * np.float32(scale), Y.factors), G * np.float32(scale), 0.3, 0.1)
@@ -79,7 +75,7 @@ def test_float32_step_keeps_its_ranks_at_extreme_magnitudes(cfg, scale):
 
 def test_a_float32_gradient_of_1e20_no_longer_collapses_the_rank():
     rng = np.random.default_rng(3)
-    Y = _cast(random_tucker((8, 6, 5), (3, 3, 3), rng), np.float32)
+    Y = cast_tucker(random_tucker((8, 6, 5), (3, 3, 3), rng), np.float32)
     G = rng.standard_normal(Y.shape).astype(np.float32)
     Y1, _ = tdlrt_step(Y, G, 0.5, 0.1)
     Y2, info = tdlrt_step(Y, G * np.float32(1e20), np.float32(0.5e-20), 0.1)
@@ -98,7 +94,7 @@ def test_norms_and_tails_do_not_overflow_or_underflow():
 
 def test_a_non_finite_intermediate_is_an_error_not_a_rank():
     rng = np.random.default_rng(4)
-    Y = _cast(random_tucker((5, 4, 3), (2, 2, 2), rng), np.float32)
+    Y = cast_tucker(random_tucker((5, 4, 3), (2, 2, 2), rng), np.float32)
     G = np.full(Y.shape, 3e38, np.float32)  # finite, but the step overflows float32
     with pytest.raises(FloatingPointError):
         tdlrt_step(Y, G, 10.0, 0.1)
@@ -128,7 +124,7 @@ def test_augmentation_of_a_rank_deficient_core_still_adds_the_new_directions(cor
 @pytest.mark.parametrize("scale", [1e-9, 1e-6, 1e-3, 1.0, 1e3, 1e6, 1e8])
 def test_float32_augmentation_keeps_new_directions_over_gradient_scales(scale):
     rng = np.random.default_rng(6)
-    Y = _cast(random_tucker((12, 10, 8), (3, 3, 2), rng), np.float32)
+    Y = cast_tucker(random_tucker((12, 10, 8), (3, 3, 2), rng), np.float32)
     G = (rng.standard_normal(Y.shape) * scale * fro(Y.core)).astype(np.float32)
     for lr in (1e-4, 0.1):
         Y1, info = tdlrt_step(Y, G, lr, 0.0)

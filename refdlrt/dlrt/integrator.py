@@ -286,17 +286,27 @@ def tdlrt_step(
     U_hats, M_hats = basis_update(Y, G, lr, adaptive)  # steps 1-5
     C_hat = lift(Y.core, M_hats)  # step 6: r̂_0 x ... x r̂_{d-1}
     C_tilde, grad_C = s_step(C_hat, U_hats, G, lr)  # step 7
-    _check_finite(C_tilde, "the core after the S-step")
-    if grad_C.dtype != Y.core.dtype:  # a projector answered in another precision
-        raise TypeError(f"tdlrt_step: the gradient's projections have dtype {grad_C.dtype}, "
-                        f"expected {Y.core.dtype} (the weight's)")
+    _check_s_step(C_tilde, grad_C, Y.core.dtype, "tdlrt_step")
     Y_new, theta, eta, bound = _truncate_adaptive(C_tilde, U_hats, tau, adaptive, r_min, r_max)
-    if not (math.isfinite(theta) and math.isfinite(eta)):
-        raise FloatingPointError(f"tdlrt_step: the truncation tolerance ({theta}) or error ({eta}) "
-                                 f"is not finite; refusing a silent rank collapse")
+    _check_truncation(theta, eta, "tdlrt_step")
     v_new = transport_velocity(grad_C, U_hats, Y_new.factors) if momentum else None
     info = make_step_info(Y, G, C_hat, U_hats, grad_C, Y_new, theta, eta, bound, v_new, diagnostics)
     return Y_new, info
+
+
+def _check_s_step(C_tilde, grad_C, dtype, who: str):
+    """The S-step's core is finite and its projections came back in the weight's dtype."""
+    _check_finite(C_tilde, "the core after the S-step")
+    if grad_C.dtype != dtype:  # a projector answered in another precision
+        raise TypeError(f"{who}: the gradient's projections have dtype {grad_C.dtype}, "
+                        f"expected {dtype} (the weight's)")
+
+
+def _check_truncation(theta: float, eta: float, who: str):
+    """The truncation's tolerance ϑ and error η are finite (a NaN ϑ would cut every rank)."""
+    if not (math.isfinite(theta) and math.isfinite(eta)):
+        raise FloatingPointError(f"{who}: the truncation tolerance ({theta}) or error ({eta}) "
+                                 f"is not finite; refusing a silent rank collapse")
 
 
 def _step_direction(Y: Tucker, grad, momentum: float, velocity):

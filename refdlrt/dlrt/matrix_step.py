@@ -33,7 +33,9 @@ from ..tensor.tucker import Tucker
 from .integrator import (
     _check_finite,
     _check_momentum,
+    _check_s_step,
     _check_step_args,
+    _check_truncation,
     _rank_bounds,
     _step_direction,
     augment,
@@ -91,30 +93,24 @@ def matrix_step(Y: Tucker, grad, lr: float, tau: float, *, r_min: int = 1, r_max
     r_max = _rank_bounds(r_min, r_max, Y.shape)
     U0, U1 = Y.factors
 
-    directions = (lambda: G.project([None, U1]), lambda: G.project([U0, None]).T)  # n_0 x r, n_1 x r
     U_hats, M_hats = [], []
     for i, U in enumerate(Y.factors):
         if U.shape[0] == U.shape[1]:  # range(U_i) is the whole space: Û_i = I, no direction
             U_hat, M_hat = augment(None, U)  # n_i x n_i, n_i x n_i
         else:
-            D = directions[i]()  # D U_1 or D^T U_0: n_i x r
+            D = G.project([None, U1]) if i == 0 else G.project([U0, None]).T  # D U_1 or D^T U_0: n_i x r
             _check_finite(D, f"the K-gradient of mode {i}")
             U_hat, M_hat = augment(None, U, direction=D)  # n_i x r̂_i, r̂_i x r
         U_hats.append(U_hat)
         M_hats.append(M_hat)
     C_hat = lift(Y.core, M_hats)  # r̂_0 x r̂_1
     C_tilde, grad_C = s_step(C_hat, U_hats, G, lr)
-    _check_finite(C_tilde, "the core after the S-step")
-    if grad_C.dtype != Y.core.dtype:
-        raise TypeError(f"matrix_step: the gradient's projections have dtype {grad_C.dtype}, "
-                        f"expected {Y.core.dtype} (the weight's)")
+    _check_s_step(C_tilde, grad_C, Y.core.dtype, "matrix_step")
     Y_new, theta, eta, bound = truncate_matrix(C_tilde, U_hats, tau, r_min, r_max)
-    if not (math.isfinite(theta) and math.isfinite(eta)):
-        raise FloatingPointError(f"matrix_step: the truncation tolerance ({theta}) or error ({eta}) "
-                                 f"is not finite; refusing a silent rank collapse")
+    _check_truncation(theta, eta, "matrix_step")
     v_new = transport_velocity(grad_C, U_hats, Y_new.factors) if momentum else None
     info = make_step_info(Y, G, C_hat, U_hats, grad_C, Y_new, theta, eta, bound, v_new,
-                          diagnostics=False, grad_norm=False)
+                          diagnostics=False, norms=False)
     return Y_new, info
 
 

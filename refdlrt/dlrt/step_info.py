@@ -77,10 +77,10 @@ class StepInfo:
 
 
 def make_step_info(Y, G, C_hat, U_hats, grad_C, Y_new, theta, eta, bound, v_new, diagnostics,
-                   *, grad_norm: bool = True):
-    """Diagnostics of the step (see :class:`StepInfo`); ``grad_norm=False`` leaves ``grad_norm``
+                   *, norms: bool = True):
+    """Diagnostics of the step (see :class:`StepInfo`); ``norms=False`` leaves ``grad_norm``
     and ``normal_grad_norm`` None (with momentum ||G + μV|| costs a projection of G)."""
-    grad_norm = G.norm() if grad_norm and hasattr(G, "norm") else None
+    grad_norm = G.norm() if norms and hasattr(G, "norm") else None
     if diagnostics and isinstance(G, DenseGradient):
         normal = fro(G.G - multi_mode_product(grad_C, U_hats))
     elif grad_norm is not None:
