@@ -20,7 +20,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from ..nn.models import METHODS
-from ..training.trainer import TrainConfig
+from ..training.config import TrainConfig
 
 __all__ = ["Plan", "Cell", "FIELD_KINDS", "SELECTED", "parse_value", "plan_from_args",
            "read_grid_file", "expand", "diff_plans", "source_group", "plain_group"]

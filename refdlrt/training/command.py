@@ -8,6 +8,7 @@ import os
 import sys
 
 from ..nn.models import METHODS, MODELS
+from .config import TrainConfig
 from .runs import (
     check_writable,
     default_run_dir,
@@ -16,7 +17,6 @@ from .runs import (
     prepare_run_dir,
     resolve_resume,
 )
-from .trainer import TrainConfig
 
 __all__ = ["add_train_parser", "cmd_train", "RUN_OPTIONS", "RESUME_ALLOWED"]
 
