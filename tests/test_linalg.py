@@ -301,10 +301,10 @@ def test_orth_of_a_tall_float32_matrix_by_its_gram_matrix(xp, n, m, decades, ran
 
 
 def test_orth_tall_gram_route_reorthonormalises_only_ill_conditioned_matrices(monkeypatch):
-    """One eigen-decomposition (of AᵀA) when eps64 κ² cannot reach 1e-9; a second one (of QᵀQ)
-    when it can (κ = σ_1 / σ_k, σ_k the smallest kept σ: 10 and 1e3 against 1e5, with only the
-    last σ small or only the first one large). rtol = 1e-6 still takes the Gram route; a smaller rtol, a float64 or a square
-    matrix do not."""
+    """One eigen-decomposition (of AᵀA) when eps64 κ² stays below 2^-27 (κ = σ_1 / σ_k, σ_k the
+    smallest kept σ; κ <= 5793); a second one (of QᵀQ) above it (10, 1e3 and 3e3 against 1e4
+    and 1e5, with only the last σ small or only the first one large). rtol = 1e-6 still takes the
+    Gram route; a smaller rtol, a float64 or a square matrix do not."""
     import refdlrt.tensor.linalg as linalg_module
 
     calls, real = [], linalg_module._descending_eigh
@@ -312,6 +312,8 @@ def test_orth_tall_gram_route_reorthonormalises_only_ill_conditioned_matrices(mo
     rng = np.random.default_rng(5)
     P, _ = np.linalg.qr(rng.standard_normal((40, 6)))
     for sigma, expected in [([1.0] * 5 + [1e-1], [(6, 6)]), ([1.0] * 5 + [1e-3], [(6, 6)]),
+                            ([1.0] * 5 + [1 / 3e3], [(6, 6)]),  # eps64 κ² = 2.0e-9 < 2^-27
+                            ([1.0] * 5 + [1e-4], [(6, 6), (6, 6)]),  # 2.2e-8 > 2^-27
                             ([1.0] + [1e-5] * 5, [(6, 6), (6, 6)]),  # only σ_1 is large
                             ([1.0] * 5 + [1e-5], [(6, 6), (6, 6)])]:
         calls.clear()
@@ -329,6 +331,31 @@ def test_orth_tall_gram_route_reorthonormalises_only_ill_conditioned_matrices(mo
     monkeypatch.setattr(linalg_module, "_orth_tall_by_gram", None)  # a call would fail
     orth(rng.standard_normal((20, 20)).astype(np.float32))  # square (rtol 2.4e-6): not tall
     assert calls == [(20, 20)]  # left_singular's Gram route
+
+
+def test_orth_tall_gram_route_without_second_pass_is_as_orthonormal_as_float32_allows(monkeypatch):
+    """Below the second pass's threshold the float32 cast dominates the error: at κ just under
+    it (5000: eps64 κ² = 5.6e-9), and for a tall matrix of n = 1449 rows with σ_k just above
+    the default cut (κ up to 1 / rtol = 4.8e3: never a second pass there), Q is orthonormal to
+    the rounding of float32 columns (about eps32 per entry of QᵀQ), like Q with the pass forced."""
+    import refdlrt.tensor.linalg as linalg_module
+
+    calls, real = [], linalg_module._descending_eigh
+    monkeypatch.setattr(linalg_module, "_descending_eigh", lambda M: calls.append(M.shape) or real(M))
+    rng = np.random.default_rng(11)
+    for n, last in [(40, 1 / 5000), (1449, 1.05 * 1449 * float(np.finfo(np.float32).eps))]:
+        P, _ = np.linalg.qr(rng.standard_normal((n, 6)))
+        A = (P * np.array([1.0, 0.7, 0.5, 0.3, 0.1, last])).astype(np.float32)
+        calls.clear()
+        Q = orth(A)
+        assert Q.shape == (n, 6) and calls == [(6, 6)]  # one eigh: no second pass
+        monkeypatch.setattr(linalg_module, "_REORTH_ERROR", 0.0)  # force the pass
+        Q2 = orth(A)
+        monkeypatch.setattr(linalg_module, "_REORTH_ERROR", 2.0**-27)
+        floor = 6 * 2.0**-23  # k = 6 columns, each entry of QᵀQ rounded to about eps32
+        err, err2 = (orthonormality_error(q.astype(np.float64)) for q in (Q, Q2))
+        assert err <= floor and err2 <= floor
+        np.testing.assert_allclose(Q @ Q.T, Q2 @ Q2.T, rtol=0, atol=1e-5)  # the same span
 
 
 def test_reorthonormalise_makes_nearly_orthonormal_columns_orthonormal():

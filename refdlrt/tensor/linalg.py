@@ -138,20 +138,30 @@ def orth(A, *, rtol=None):
 _GRAM_RTOL = 1e-6
 
 
+# The float64 orthonormality error, eps₆₄ (σ_1 / σ_k)², above which the Gram route's Q takes a
+# second pass: 2^-27, an eighth of float32's unit roundoff 2^-24, so that the result's error is
+# the float32 cast's (vgg_small's fc1, a 3136 x 38 block at σ_1 / σ_k = 2660: 1.1e-9 in float64,
+# 3.25e-8 after the cast against 3.21e-8 with the pass, which cost 0.9 of the 2.1 ms).
+_REORTH_ERROR = 2.0**-27
+
+
 def _orth_tall_by_gram(A, rtol: float):
     """:func:`orth` of a tall float32 A (n x m, n > m) through its float64 Gram matrix.
 
     ``AᵀA = Z Σ² Zᵀ``; k = #{σ_j > rtol σ_1}; ``Q = A Z_k Σ_k⁻¹`` spans the same space as the
-    SVD's P[:, :k]. Its columns are orthonormal to about eps₆₄ (σ_1 / σ_k)², so when that could
-    reach float32's rounding Q is re-orthonormalised once the same way, ``Q (QᵀQ)^{-1/2}`` by
-    the eigen-decomposition of QᵀQ (κ(Q) ≈ 1 then, so the second pass is exact to eps₆₄).
+    SVD's P[:, :k]. Its columns are orthonormal to about eps₆₄ (σ_1 / σ_k)², so when that exceeds
+    ``_REORTH_ERROR`` (an eighth of float32's unit roundoff) Q is re-orthonormalised once the
+    same way, ``Q (QᵀQ)^{-1/2}`` by the eigen-decomposition of QᵀQ (κ(Q) ≈ 1 then, so the second
+    pass is exact to eps₆₄). Below it the cast to float32 dominates the error. With the default
+    rtol = n eps₃₂ there is never a second pass for n >= 1449 (σ_1 / σ_k < 1 / rtol = 2²³ / n,
+    so eps₆₄ (σ_1 / σ_k)² < 2⁻⁶ / n² <= 2⁻²⁷).
     """
     xp = get_xp(A)
     A64 = A.astype(xp.float64)
     Z, s = _descending_eigh(A64.T @ A64)  # m x m, m
     k = int((s > rtol * s[0]).sum())  # zero matrix: s[0] = 0, k = 0
     Q = (A64 @ Z[:, :k]) / s[:k]  # n, k
-    if k and float(s[0] / s[k - 1]) ** 2 * np.finfo(np.float64).eps > 1e-9:
+    if k and float(s[0] / s[k - 1]) ** 2 * np.finfo(np.float64).eps > _REORTH_ERROR:
         Q = _reorthonormalise(Q)
     return Q.astype(A.dtype)
 
