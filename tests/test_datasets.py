@@ -1,5 +1,6 @@
-"""Tests for refdlrt.training.datasets: the embedded MNIST split, IDX and CIFAR-10 readers built on small
-files written here, the dispatcher, standardisation, and minibatch iteration."""
+"""Tests for refdlrt.training.datasets and the Dataset type of refdlrt.training.data (re-exported
+there): the embedded MNIST split, IDX and CIFAR-10 readers built on small files written here, the
+dispatcher, standardisation, and minibatch iteration."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from ..nn.models import MODELS, build_model
 from ..ops.loss import softmax_cross_entropy, softmax_cross_entropy_backward
 from ..tensor.tucker import Tucker
 from .config import TrainConfig, learning_rate
-from .datasets import Dataset, holdout, iterate_minibatches, standardize
+from .data import Dataset, holdout, iterate_minibatches, standardize
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "learning_rate"]  # the first and last from .config
 
