@@ -139,9 +139,11 @@ _GRAM_RTOL = 1e-6
 
 
 # The float64 orthonormality error, eps₆₄ (σ_1 / σ_k)², above which the Gram route's Q takes a
-# second pass: 2^-27, an eighth of float32's unit roundoff 2^-24, so that the result's error is
-# the float32 cast's (vgg_small's fc1, a 3136 x 38 block at σ_1 / σ_k = 2660: 1.1e-9 in float64,
-# 3.25e-8 after the cast against 3.21e-8 with the pass, which cost 0.9 of the 2.1 ms).
+# second pass: 2^-27, an eighth of float32's unit roundoff 2^-24, so the error left is at the
+# scale of the float32 cast's own (vgg_small's fc1, a 3136 x 38 block at σ_1 / σ_k = 2660: 1.1e-9
+# in float64, 3.25e-8 after the cast against 3.21e-8 with the pass, which cost 0.9 of the 2.1 ms;
+# over 560 adversarial matrices up to 7x the error with the pass forced near the threshold, at
+# most 5e-7, below 0.004 of the float32 tolerance).
 _REORTH_ERROR = 2.0**-27
 
 
@@ -152,7 +154,8 @@ def _orth_tall_by_gram(A, rtol: float):
     SVD's P[:, :k]. Its columns are orthonormal to about eps₆₄ (σ_1 / σ_k)², so when that exceeds
     ``_REORTH_ERROR`` (an eighth of float32's unit roundoff) Q is re-orthonormalised once the
     same way, ``Q (QᵀQ)^{-1/2}`` by the eigen-decomposition of QᵀQ (κ(Q) ≈ 1 then, so the second
-    pass is exact to eps₆₄). Below it the cast to float32 dominates the error. With the default
+    pass is exact to eps₆₄). Below it the error left is at the scale of the float32 cast's own,
+    far inside the float32 tolerance (see ``_REORTH_ERROR``). With the default
     rtol = n eps₃₂ there is never a second pass for n >= 1449 (σ_1 / σ_k < 1 / rtol = 2²³ / n,
     so eps₆₄ (σ_1 / σ_k)² < 2⁻⁶ / n² <= 2⁻²⁷).
     """
