@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
-__all__ = ["get_xp", "to_numpy", "gpu_available", "is_cupy_array", "namespace", "fro",
-           "one_blas_thread"]
+__all__ = ["get_xp", "to_numpy", "gpu_available", "is_cupy_array", "namespace", "backend_name",
+           "fro", "one_blas_thread"]
 
 
 def is_cupy_array(a) -> bool:
@@ -90,6 +90,12 @@ def gpu_available() -> bool:
         return False
 
 
+def backend_name(xp) -> str:
+    """The backend name of an array module, ``"numpy"`` or ``"cupy"`` (the inverse of
+    :func:`namespace`; a submodule such as ``numpy.linalg`` names its package)."""
+    return xp.__name__.split(".")[0]
+
+
 def namespace(backend: str):
     """The array module for a backend name: ``"numpy"`` or ``"cupy"``.
 
@@ -125,7 +131,7 @@ def one_blas_thread(xp):
     process-wide (threadpoolctl): run refdlrt in one thread per process (as ``refdlrt sweep``'s
     workers do), not in several threads of one process.
     """
-    if xp.__name__.split(".")[0] != "numpy":
+    if backend_name(xp) != "numpy":
         return contextlib.nullcontext()
     if "controller" not in _BLAS:
         try:

@@ -75,3 +75,13 @@ def test_namespace_names_and_errors():
     if not gpu_available():
         with pytest.raises(ValueError, match="needs CuPy and a usable GPU"):
             namespace("cupy")
+
+
+def test_backend_name_inverts_namespace(xp):
+    """backend_name(namespace(b)) == b, and a submodule names its package (the routes' rules
+    test it on whatever module they are handed)."""
+    from refdlrt.backend import backend_name, namespace
+
+    name = "numpy" if xp is np else "cupy"
+    assert backend_name(xp) == name and namespace(backend_name(xp)) is xp
+    assert backend_name(xp.linalg) == name

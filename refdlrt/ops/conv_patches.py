@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._checks import check_float_array, check_grad, check_ndim, check_same_dtype, pair
-from ..backend import get_xp
+from ..backend import backend_name, get_xp
 
 __all__ = ["ConvGeometry", "conv_output_size"]
 
@@ -117,7 +117,7 @@ def _block_sample_bytes(g: ConvGeometry, itemsize: int) -> int:
 
 def _batch_blocks(g: ConvGeometry, xp, itemsize: int):
     """Split range(N) into blocks of nb samples whose patch matrix fits the backend's budget."""
-    budget = _BLOCK_BYTES[xp.__name__.split(".")[0]]
+    budget = _BLOCK_BYTES[backend_name(xp)]
     nb = max(1, min(g.n, budget // _block_sample_bytes(g, itemsize)))
     return nb, [(n0, min(n0 + nb, g.n)) for n0 in range(0, g.n, nb)]
 

@@ -19,7 +19,7 @@ one lost (benchmarks/results/probes-eighth-session.txt).
 
 from __future__ import annotations
 
-from ..backend import get_xp
+from ..backend import backend_name, get_xp
 from .broadcast import channel_pattern
 from .conv_patches import ConvGeometry, _batch_blocks
 
@@ -32,7 +32,7 @@ def planes_route_pays(g: ConvGeometry, xp) -> bool:
     """True where the channel-major route is taken: NumPy, and K = C_in kh kw <= MAX_PLANE_ROWS
     (CuPy keeps its one big GEMM per batch)."""
     kh, kw = g.kernel
-    return xp.__name__.split(".")[0] == "numpy" and g.c_in * kh * kw <= MAX_PLANE_ROWS
+    return backend_name(xp) == "numpy" and g.c_in * kh * kw <= MAX_PLANE_ROWS
 
 
 def _planes_into(col, xpad, g: ConvGeometry):

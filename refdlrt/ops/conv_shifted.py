@@ -29,7 +29,7 @@ where the measured best was 2-4 MB.
 
 from __future__ import annotations
 
-from ..backend import get_xp
+from ..backend import backend_name, get_xp
 
 __all__ = ["shifted_route_pays", "shifted_buffers", "shifted_conv"]
 
@@ -59,7 +59,7 @@ def shifted_route_pays(c_reduce: int, c_out: int, padded: tuple, out: tuple, str
     c_out <= 1.25 c_reduce (the additions grow with c_out: 16 -> 64 channels ran 1.4x slower,
     32 -> 48 1.1x), and a wide grid (padded) at most 1.5 times the output grid (out; LeNet's
     unpadded 5 x 5 layers, at 1.96, ran 2-3x slower), 1.2 times beyond 16 channels."""
-    if xp.__name__.split(".")[0] != "numpy":
+    if backend_name(xp) != "numpy":
         return False
     if tuple(stride) != (1, 1) or not 2 <= c_reduce <= _MAX_CHANNELS:
         return False
