@@ -38,6 +38,7 @@ from .integrator import (
     _check_truncation,
     _rank_bounds,
     _step_direction,
+    _truncation_bounds,
     augment,
     lift,
     s_step,
@@ -142,8 +143,7 @@ def truncate_matrix(C_tilde, U_hats, tau: float, r_min: int, r_max):
     """
     xp = get_xp(C_tilde)
     m, n = C_tilde.shape
-    lo = [min(r_min, m), min(r_min, n)]
-    hi = [max(min(r_max[0], m), lo[0]), max(min(r_max[1], n), lo[1])]
+    lo, hi = _truncation_bounds(r_min, r_max, (m, n), (True, True))
     norm = fro(C_tilde)
     theta = _check_tau(tau) * norm
     if C_tilde.dtype == xp.float64:
