@@ -40,6 +40,11 @@ def load(name: str, root: str) -> dict:
             for k in ("dlrt.integrator", "nn.lowrank_projectors", "tensor.tucker")}
     if os.path.exists(os.path.join(os.path.dirname(init), "dlrt", "matrix_step.py")):
         mods["dlrt.matrix_step"] = importlib.import_module(f"{name}.dlrt.matrix_step")
+    # the linear layers' projector: nn/matrix_projectors.py since the tenth session, before it
+    # in nn/lowrank_projectors.py
+    has_own = os.path.exists(os.path.join(os.path.dirname(init), "nn", "matrix_projectors.py"))
+    mods["linear projector"] = (importlib.import_module(f"{name}.nn.matrix_projectors") if has_own
+                                else mods["nn.lowrank_projectors"]).LowRankLinearProjector
     return mods
 
 
@@ -78,7 +83,7 @@ def step(mods: dict, c: dict):
     """One step (``c["step"]``) of checkout ``mods`` on capture ``c``; returns its seconds."""
     lp, tucker, integrator = mods["nn.lowrank_projectors"], mods["tensor.tucker"], mods["dlrt.integrator"]
     if c["route"] is None:
-        P = lp.LowRankLinearProjector(c["x"], c["z1"], c["dy"], c["dz2"], c["factors"])
+        P = mods["linear projector"](c["x"], c["z1"], c["dy"], c["dz2"], c["factors"])
     else:
         P = lp.TuckerConvProjector(c["x"], c["z1"], c["dy"], c["dz2"], c["factors"], c["geometry"],
                                    route=c["route"])

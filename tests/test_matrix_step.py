@@ -17,7 +17,7 @@ from refdlrt.backend import fro, to_numpy
 from refdlrt.dlrt.integrator import tdlrt_step
 from refdlrt.dlrt.matrix_step import matrix_step
 from refdlrt.dlrt.problems import random_quadratic, random_tucker
-from refdlrt.nn.lowrank_projectors import LowRankLinearProjector
+from refdlrt.nn.matrix_projectors import LowRankLinearProjector
 from refdlrt.tensor.linalg import orthonormality_error
 from refdlrt.tensor.tucker import Tucker
 from refdlrt.tolerances import tolerance

@@ -24,12 +24,8 @@ from ..ops.conv import conv2d_backward, conv2d_forward
 from ..tensor.hosvd import hosvd
 from ..tensor.tucker import Tucker, multi_mode_product
 from .lowrank_base import _check_bias, _check_geometry, _check_input, _LowRankLayer
-from .lowrank_projectors import (
-    LowRankLinearProjector,
-    MatrixConvProjector,
-    TuckerConvProjector,
-    channel_matmul,
-)
+from .lowrank_projectors import TuckerConvProjector, channel_matmul
+from .matrix_projectors import LowRankLinearProjector, MatrixConvProjector
 from .tucker_dense_kernel import dense_kernel_backward, dense_kernel_forward, dense_kernel_pays
 
 __all__ = [
