@@ -305,3 +305,14 @@ def test_svd_thin_returns_the_thin_factors(shape):
     k = min(shape)
     assert P.shape == (shape[0], k) and s.shape == (k,) and Zt.shape == (k, shape[1])
     np.testing.assert_allclose((P * s) @ Zt, A, atol=1e-13)  # float64 rounding of a 7 x 3 product
+
+
+def test_truncation_bounds_cap_adaptive_modes_and_keep_the_others():
+    """lo = min(r_min, width), hi = max(min(r_max, width), lo) on adaptive modes (written out
+    by hand); a non-adaptive mode keeps its width both ways."""
+    from refdlrt.tensor.ranks import truncation_bounds
+
+    lo, hi = truncation_bounds(2, [5, 1, 9, 4], [8, 6, 3, 7], [True, True, True, False])
+    assert lo == [2, 2, 2, 7]  # min(2, width) on modes 0-2; mode 3 keeps 7
+    assert hi == [5, 2, 3, 7]  # 5; min(1, 6) = 1 raised to lo = 2; min(9, 3) = 3; kept
+    assert truncation_bounds(4, [3, 3], [2, 6], [True, True]) == ([2, 4], [2, 4])  # r_min above a width

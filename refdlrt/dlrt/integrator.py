@@ -17,7 +17,7 @@ from .._checks import check_float_array, check_same_dtype, is_int
 from ..backend import fro, get_xp
 from ..tensor.hosvd import hosvd
 from ..tensor.linalg import check_orthonormal, orth, qr_signfixed
-from ..tensor.ranks import compatible_ranks
+from ..tensor.ranks import compatible_ranks, truncation_bounds
 from ..tensor.tucker import Tucker, multi_mode_product, unfold
 from .projector import MomentumGradient, as_projector, k_contraction
 from .step_info import StepInfo, make_step_info
@@ -370,22 +370,12 @@ def _fixed_rank_basis(K, U, i: int):
     return U_hat, U_hat.T @ U
 
 
-def _truncation_bounds(r_min, r_max, ranks_aug, adaptive):
-    """Per-mode rank bounds (lo, hi) of the truncation of an augmented core of widths
-    ``ranks_aug``: r_min and r_max capped at the width (hi >= lo) on adaptive modes; a
-    non-adaptive mode keeps its width."""
-    lo = [min(r_min, ra) if a else ra for a, ra in zip(adaptive, ranks_aug)]
-    hi = [max(min(rm, ra), lo_i) if a else ra
-          for a, rm, ra, lo_i in zip(adaptive, r_max, ranks_aug, lo)]
-    return lo, hi
-
-
 def _truncate_adaptive(C_tilde, U_hats, tau, adaptive, r_min, r_max):
     """Steps 8-9 on the adaptive modes; the others keep their width. Returns
     (Y_new, ϑ, η, HOSVD bound); nothing is truncated when no mode adapts."""
     if not any(adaptive):
         return Tucker(C_tilde, tuple(U_hats)), 0.0, 0.0, 0.0
-    lo, hi = _truncation_bounds(r_min, r_max, [int(U.shape[1]) for U in U_hats], adaptive)
+    lo, hi = truncation_bounds(r_min, r_max, [int(U.shape[1]) for U in U_hats], adaptive)
     Y_new, hinfo, eta = truncate(C_tilde, U_hats, tau, r_min=lo, r_max=hi)
     return Y_new, float(hinfo.theta), eta, float(hinfo.bound)
 

@@ -29,6 +29,7 @@ import math
 from ..backend import fro, get_xp
 from ..tensor.hosvd import _check_tau, _rank_from_tails, tail_norms
 from ..tensor.linalg import _descending_eigh, svd_thin
+from ..tensor.ranks import truncation_bounds
 from ..tensor.tucker import Tucker
 from .integrator import (
     _check_finite,
@@ -38,7 +39,6 @@ from .integrator import (
     _check_truncation,
     _rank_bounds,
     _step_direction,
-    _truncation_bounds,
     augment,
     lift,
     s_step,
@@ -143,7 +143,7 @@ def truncate_matrix(C_tilde, U_hats, tau: float, r_min: int, r_max):
     """
     xp = get_xp(C_tilde)
     m, n = C_tilde.shape
-    lo, hi = _truncation_bounds(r_min, r_max, (m, n), (True, True))
+    lo, hi = truncation_bounds(r_min, r_max, (m, n), (True, True))
     norm = fro(C_tilde)
     theta = _check_tau(tau) * norm
     if C_tilde.dtype == xp.float64:

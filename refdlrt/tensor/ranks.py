@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["compatible_ranks", "init_ranks"]
+__all__ = ["compatible_ranks", "init_ranks", "truncation_bounds"]
 
 
 def compatible_ranks(ranks) -> tuple:
@@ -32,3 +32,14 @@ def init_ranks(shape, fraction: float) -> tuple:
     if not 0 < fraction <= 1:
         raise ValueError(f"init rank fraction: expected 0 < fraction <= 1, got {fraction}")
     return compatible_ranks([max(1, math.ceil(fraction * n)) for n in shape])
+
+
+def truncation_bounds(r_min: int, r_max, widths, adaptive) -> tuple:
+    """Per-mode rank bounds (lo, hi) for truncating an augmented core of widths ``widths``.
+
+    An adaptive mode gets lo = min(r_min, width) and hi = max(min(r_max_i, width), lo); a
+    non-adaptive one keeps its width (lo = hi = width). ``r_max`` holds one int per mode.
+    """
+    lo = [min(r_min, w) if a else w for a, w in zip(adaptive, widths)]
+    hi = [max(min(rm, w), lo_i) if a else w for a, rm, w, lo_i in zip(adaptive, r_max, widths, lo)]
+    return lo, hi
