@@ -6,7 +6,7 @@ layer's forward makes. The layers themselves are in :mod:`refdlrt.nn.lowrank_lay
 from __future__ import annotations
 
 from .._checks import check_float_array, check_grad, check_ndim, pair
-from ..ops.broadcast import channel_pattern
+from ..ops.broadcast import channel_pattern, channel_sum
 from ..tensor.linalg import check_orthonormal
 from ..tensor.tucker import Tucker
 
@@ -115,7 +115,7 @@ class _LowRankLayer:
 
     def _bias_grad(self, dy):
         if "b" in self.params:
-            self.grads["b"] = dy.sum(axis=(0, 2, 3) if dy.ndim == 4 else 0)
+            self.grads["b"] = channel_sum(dy) if dy.ndim == 4 else dy.sum(axis=0)
 
     def _cached(self):
         if self._cache is None:

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 
 from .._checks import check_float_array, check_grad, check_ndim, pair
-from ..ops.broadcast import channel_pattern
+from ..ops.broadcast import channel_pattern, channel_sum
 from ..ops.conv import conv2d_backward, conv2d_forward
 from ..tensor.hosvd import hosvd
 from ..tensor.tucker import Tucker, multi_mode_product
@@ -110,7 +110,7 @@ def tucker_conv2d_backward(dy, cache: TuckerConvCache, *, route="auto"):
     dz2 = channel_matmul(U0.T, dy)  # N, r0, Ho, Wo
     projector = TuckerConvProjector(x, cache.z1, dy, dz2, Y.factors, cache.geometry, route=route)
     dz1 = conv2d_backward(dz2, cache.conv_cache, need_dw=False)[0]  # N, r1, H, W
-    db = dy.sum(axis=(0, 2, 3)) if cache.has_bias else None
+    db = channel_sum(dy) if cache.has_bias else None
     return channel_matmul(U1, dz1), db, projector  # dx: N, C_in, H, W
 
 

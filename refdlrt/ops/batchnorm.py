@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from .._checks import check_float_array, check_ndim, check_same_dtype
 from ..backend import get_xp
-from .broadcast import channel_pattern
+from .broadcast import channel_dot, channel_pattern, channel_sum
 
 __all__ = ["batchnorm2d_backward", "batchnorm2d_forward"]
 
@@ -85,9 +85,9 @@ def batchnorm2d_forward(
     xp = get_xp(x)
     if training:
         m = x.shape[0] * x.shape[2] * x.shape[3]
-        mu = x.mean(axis=(0, 2, 3))  # C
+        mu = channel_sum(x) / m  # C
         xc = x - channel_pattern(mu, x)  # N, C, H, W
-        var = (xc * xc).mean(axis=(0, 2, 3))  # C, biased
+        var = channel_dot(xc, xc) / m  # C, biased
         if running_mean is not None:
             new_mean = (1 - momentum) * running_mean + momentum * mu
             new_var = (1 - momentum) * running_var + momentum * (var * (m / (m - 1)))
@@ -123,7 +123,8 @@ def batchnorm2d_backward(dy, cache):
         eval:      dx = g * inv_std        (mu, var are constants).
 
     The second form (sum g = gamma dbeta, sum g xhat = gamma dgamma) is computed, in place:
-    four full-size passes instead of eight.
+    four full-size passes instead of eight; the sums are products
+    (:func:`~refdlrt.ops.broadcast.channel_sum`, :func:`~refdlrt.ops.broadcast.channel_dot`).
     """
     xhat, gamma, inv_std, training = cache
     check_float_array(dy, "dy")
@@ -132,8 +133,8 @@ def batchnorm2d_backward(dy, cache):
     if dy.dtype != xhat.dtype:
         raise TypeError(f"dy: expected dtype {xhat.dtype}, got {dy.dtype}")
     xp = get_xp(dy, xhat)  # raises on mixed backends
-    dbeta = dy.sum(axis=(0, 2, 3))  # C
-    dgamma = (dy * xhat).sum(axis=(0, 2, 3))  # C
+    dbeta = channel_sum(dy)  # C
+    dgamma = channel_dot(dy, xhat)  # C
     scale = channel_pattern(gamma * inv_std, dy)  # 1, C, H, W
     if not training:
         return dy * scale, dgamma, dbeta  # N, C, H, W

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 from .._checks import check_float_array, is_int
 from ..backend import get_xp
+from .broadcast import channel_sum
 from .conv_patches import (
     ConvGeometry,
     _batch_blocks,
@@ -289,7 +290,7 @@ def conv2d_backward(dy, cache, *, need_dx: bool = True, need_dw: bool = True):
     x, w, has_bias, g = cache
     _check_dy(dy, g, x.dtype)
     dx, dw = _backward(dy, x, w, g, need_dx=need_dx, need_dw=need_dw)
-    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    db = channel_sum(dy) if has_bias else None
     return dx, dw, db
 
 
