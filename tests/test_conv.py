@@ -112,7 +112,8 @@ def fast_path(case, itemsize=8, route="auto", shifts="auto", planes="auto"):
     with mock.patch.dict(conv_patches._BLOCK_BYTES), mock.patch.object(conv, "_select_dx_route", select), \
             mock.patch.object(conv, "shifted_route_pays", pays), \
             mock.patch.object(conv, "planes_route_pays", planes_pay), \
-            mock.patch.object(conv_weight_grad, "planes_route_pays", planes_pay):
+            mock.patch.object(conv_weight_grad, "planes_route_pays", planes_pay), \
+            mock.patch.object(conv_weight_grad, "_PLANES_SHARE", 1.0):  # case.block on every route
         if case.block is not None:
             g = conv._geometry(np.empty(case.x_shape), np.empty(case.w_shape), None, *case.pairs())
             budget = case.block * conv_patches._block_sample_bytes(g, itemsize)
@@ -552,14 +553,14 @@ def test_backward_without_dw_gives_the_same_dx_db_no_dw_and_builds_no_patches(rn
         y, cache = conv2d_forward(x, w, b, stride=stride, padding=1)
         dy = rng.standard_normal(y.shape)
         dx, dw, db = conv2d_backward(dy, cache)
-        padded = []
-        real = conv_patches._pad_nhwc_into
-        for mod in (conv, conv_weight_grad):  # the backward's dw pass lives in conv_weight_grad
-            monkeypatch.setattr(mod, "_pad_nhwc_into", lambda *a: padded.append(1) or real(*a))
+        padded, weight_grads = [], []
+        real_pad, real_dw = conv_patches._pad_nhwc_into, conv._weight_grad
+        monkeypatch.setattr(conv, "_pad_nhwc_into", lambda *a: padded.append(1) or real_pad(*a))
+        monkeypatch.setattr(conv, "_weight_grad", lambda *a: weight_grads.append(1) or real_dw(*a))
         dx2, none, db2 = conv2d_backward(dy, cache, need_dw=False)
         monkeypatch.undo()
         assert none is None and dw is not None
-        assert not padded  # x is padded (and im2col'd) only for dw
+        assert not padded and not weight_grads  # x is padded (and its patches built) only for dw
         np.testing.assert_array_equal(dx2, dx)
         np.testing.assert_array_equal(db2, db)
 
@@ -746,6 +747,28 @@ def test_weight_grad_from_dy_patches_with_a_partial_last_block(monkeypatch):
     assert_close(got, dw, np.float64, scale=10.0)
 
 
+def test_weight_grad_from_x_patches_in_quarter_blocks_with_a_partial_last_one(monkeypatch):
+    """The patches-of-x route takes blocks of a quarter of the patch budget (_PLANES_SHARE):
+    with the budget at 8 samples, blocks of 2, 2, 1 for a batch of 5, stride, dilation and
+    asymmetric padding; float32 in, float32 out, against the loop spec (float64)."""
+    from refdlrt.ops import conv as conv_mod
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((5, 6, 9, 8)).astype(np.float32)  # 6 x 3 x 2 = 36 > 32 rows: not "planes"
+    g = conv_patches._geometry(x, np.zeros((6, 6, 3, 2), np.float32), None, (2, 1), (1, 0), (1, 2))
+    dy = rng.standard_normal((5, 6, *g.out_size)).astype(np.float32)
+    assert conv_weight_grad._select_dw_route(g, np) == "patches of x" and conv_weight_grad._PLANES_SHARE == 0.25
+    monkeypatch.setitem(conv_patches._BLOCK_BYTES, "numpy", 8 * conv_patches._block_sample_bytes(g, 4))
+    seen, real = [], conv_weight_grad._block_planes_into
+    monkeypatch.setattr(conv_weight_grad, "_block_planes_into",
+                        lambda colT, xpad, g: seen.append(colT.shape[3]) or real(colT, xpad, g))
+    got = conv_mod.conv2d_weight_grad(x, dy, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2))
+    assert seen == [2, 2, 1] and got.dtype == np.float32 and got.flags.c_contiguous
+    _, dw, _ = conv2d_naive_backward(dy.astype(np.float64), x.astype(np.float64), np.zeros((6, 6, 3, 2)),
+                                     stride=(2, 1), padding=(1, 0), dilation=(1, 2))
+    assert_close(got, dw, np.float32, scale=sum_bound(dy, x, terms=5 * g.out_size[0] * g.out_size[1]))
+
+
 # ----------------------------------------------------------------------------- shifted GEMMs
 
 
@@ -878,7 +901,7 @@ def test_input_grad_keeps_float32_and_builds_no_patches_of_x(rng, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("conv2d_input_grad built the patches of x for a kernel gradient")
 
-    monkeypatch.setattr(conv, "_dw_from_patches_of_x", boom)
+    monkeypatch.setattr(conv, "_weight_grad", boom)
     alone = conv.conv2d_input_grad(y, w, x.shape, padding=1)
     assert alone.dtype == np.float32
     np.testing.assert_array_equal(alone, dx)

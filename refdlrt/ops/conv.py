@@ -15,10 +15,9 @@ patch matrix is copied in contiguous runs of C_in numbers:
     Y = col @ W_mat,                    W_mat[(i, j, c), o] = w[o, c, i, j],
     dW_mat = col^T @ dY,                dY[(n, oh, ow), o] = dy[n, o, oh, ow].
 
-The kernel gradient alone (:func:`conv2d_weight_grad`, re-exported here) and its three routes are
-in :mod:`refdlrt.ops.conv_weight_grad`; with dx, the backward fuses dY^T col into dx's pass
-(`_dw_from_patches_of_x` there). The geometry, im2col and batch blocks are in
-:mod:`refdlrt.ops.conv_patches`.
+The kernel gradient (:func:`conv2d_weight_grad`, re-exported here) and its three routes are
+in :mod:`refdlrt.ops.conv_weight_grad`; the backward takes dw from there too (`_weight_grad`),
+with or without dx. The geometry, im2col and batch blocks are in :mod:`refdlrt.ops.conv_patches`.
 
 dx takes one of two routes (both exact; `_select_dx_route` picks the faster one):
 - col2im: for each tap (i, j), ``dxpad[tap (i, j)] += dY @ w[:, :, i, j]``, i.e. the taps of
@@ -58,7 +57,7 @@ from .conv_patches import (
 )
 from .conv_planes import forward_by_planes, planes_route_pays
 from .conv_shifted import shifted_buffers, shifted_conv, shifted_route_pays
-from .conv_weight_grad import _dw_from_patches_of_x, _weight_grad, conv2d_weight_grad
+from .conv_weight_grad import _weight_grad, conv2d_weight_grad
 
 __all__ = [
     "conv2d_input_grad",
@@ -252,25 +251,22 @@ def _select_dx_route(g: ConvGeometry):
 
 
 def _backward(dy, x, w, g: ConvGeometry, *, need_dx: bool, need_dw: bool):
-    """(dx or None, dw or None) block by block: dw = dY^T col (:func:`_product_sum`, dy read in
-    place), dx by :func:`_select_dx_route`'s route. Without dx, dw is :func:`_weight_grad` (its
-    route may build the patches of dy, or take the channel-major patches of few input planes;
-    with the channels-innermost patches of x it is the same arithmetic as here)."""
+    """(dx or None, dw or None): dw by :func:`refdlrt.ops.conv_weight_grad._weight_grad`'s
+    route (the same numbers as :func:`conv2d_weight_grad`), dx block by block by
+    :func:`_select_dx_route`'s route."""
+    dw = _weight_grad(dy, x, g) if need_dw else None
     if not need_dx:
-        return None, (_weight_grad(dy, x, g) if need_dw else None)
+        return None, dw
     xp = get_xp(dy, x)
     nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
     dx_block = _select_dx_route(g)(w, g, nb, xp)
-    add_dw, finish_dw = _dw_from_patches_of_x(x, g, nb, xp) if need_dw else (None, None)
     dybuf = xp.empty((nb, *g.out_size, g.c_out), dtype=x.dtype)
     dx = xp.empty(x.shape, dtype=x.dtype)
     for n0, n1 in blocks:
         n = n1 - n0
-        if need_dw:
-            add_dw(n0, n1, dy)
         dybuf[:n] = dy[n0:n1].transpose(0, 2, 3, 1)  # n, Ho, Wo, O
         dx[n0:n1] = dx_block(dybuf[:n]).transpose(0, 3, 1, 2)  # n, C, H, W
-    return dx, (finish_dw() if need_dw else None)
+    return dx, dw
 
 
 def conv2d_backward(dy, cache, *, need_dx: bool = True, need_dw: bool = True):
@@ -283,7 +279,7 @@ def conv2d_backward(dy, cache, *, need_dx: bool = True, need_dw: bool = True):
     -----
     With dY[(n, oh, ow), o] = dy[n, o, oh, ow] and col as in the forward (rebuilt block by
     block from the cached x): dW_mat = col^T dY, dw[o, c, i, j] = dW_mat[(i, j, c), o]
-    (one GEMM per sample, summed; without dx, :func:`conv2d_weight_grad`'s route);
+    (:func:`conv2d_weight_grad`'s route, which lays the patches out as suits its GEMM);
     db[o] = sum_{n, oh, ow} dy[n, o, oh, ow]; dx = col2im(dY W_mat^T), computed by
     `_select_dx_route` either so or as the equal transposed convolution.
     """

@@ -1,32 +1,33 @@
-"""The kernel gradient of a 2-d convolution alone (no dx), by one of three routes.
+"""The kernel gradient of a 2-d convolution (with or without dx), by one of three routes.
 
 With few input planes (C_in kh kw <= 32 on NumPy, a first layer) `_select_dw_route` takes the
 channel-major patches of :mod:`refdlrt.ops.conv_planes` (`_dw_by_planes`); otherwise the
-smaller patch matrix: dY^T col (the patches of x, as in the
-backward of :mod:`refdlrt.ops.conv`, which fuses it into dx's pass through
-`_dw_from_patches_of_x`), or, for stride 1 when H W C_out < Ho Wo C_in (fewer output than
-input channels at "same" padding), the patches of the shifted dy against x
-(`_dw_by_transposed_patches`). The operand that is not im2col'd is read in place, one GEMM per
-sample (`_product_sum`; a transposed copy of a wide activation costs more than its GEMM on this
-project's 2-core machine), except in deep layers with more channels than pixels, where one GEMM
-per block keeps memory bounded.
+smaller patch matrix: the patches of x, channel-major over a block of samples, against dy's
+block transposed, one GEMM a block (`_dw_by_patches_of_x`), or, for stride 1 when
+H W C_out < Ho Wo C_in (fewer output than input channels at "same" padding), the patches of the
+shifted dy against x (`_dw_by_transposed_patches`). On the last two of these routes the operand
+that is not im2col'd is read in place, one GEMM per sample (`_product_sum`), except in deep
+layers with more channels than pixels, where one GEMM per block keeps memory bounded. The
+backward of :mod:`refdlrt.ops.conv` takes the same routes (`_weight_grad`), so dw is the same
+with and without dx.
 """
 
 from __future__ import annotations
 
 from .._checks import check_float_array, check_ndim, pair
 from ..backend import get_xp
-from .conv_patches import (
-    ConvGeometry,
-    _batch_blocks,
-    _check_dy,
-    _geometry,
-    _im2col_into,
-    _pad_nhwc_into,
-)
+from .conv_patches import ConvGeometry, _batch_blocks, _check_dy, _geometry, _im2col_into
 from .conv_planes import plane_blocks, planes_route_pays
 
 __all__ = ["conv2d_weight_grad"]
+
+# The patches-of-x route's blocks take this share of the patch budget (conv_patches._BLOCK_BYTES):
+# 3 MiB on NumPy. Measured (float32, 2 threads, N = 64 unless said, 3 x 3, padding 1; ms by
+# samples per block): 32 -> 32 at 28 x 28 16.6 / 15.8 / 16.0 / 16.9 at 2 / 3 / 4 / 6 (3 taken);
+# 64 -> 64 at 14 x 14 16.7 / 15.5 / 16.5 at 4 / 8 / 12 (6); N = 128, 64 -> 64 at 32 x 32
+# 125 / 133 / 145 at 1 / 2 / 4 (1).
+_PLANES_SHARE = 0.25
+
 
 def _product_sum(nb: int, A: int, P: int, K: int, dtype, xp):
     """(add, total): ``add(a, col)`` adds sum_n a[n] @ col[n] of one batch block to ``total``
@@ -57,43 +58,63 @@ def _product_sum(nb: int, A: int, P: int, K: int, dtype, xp):
     return add, total
 
 
-def _dw_from_patches_of_x(x, g: ConvGeometry, nb: int, xp):
-    """(add, finish) for dw = dY^T col block by block: ``add(n0, n1, dy)`` builds the patches of
-    x[n0:n1] and adds dy[n0:n1] (read in place) times them (:func:`_product_sum`); ``finish()``
-    returns dw (C_out, C_in, kh, kw). Shared by :func:`_dw_by_patches_of_x` and the backward's
-    fused pass, so both give the same numbers."""
-    (kh, kw), (Hp, Wp), (Ho, Wo) = g.kernel, g.padded_size, g.out_size
-    C, O, K = g.c_in, g.c_out, kh * kw * g.c_in
-    xpad = xp.zeros((nb, Hp, Wp, C), dtype=x.dtype)  # border stays zero
-    col = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=x.dtype)
-    add_product, dw_mat = _product_sum(nb, O, Ho * Wo, K, x.dtype, xp)  # dW_mat^T: O, K
-
-    def add(n0, n1, dy):
-        n = n1 - n0
-        _im2col_into(col[:n], _pad_nhwc_into(xpad[:n], x[n0:n1], g), g.stride, g.dilation)
-        add_product(dy[n0:n1].reshape(n, O, Ho * Wo), col[:n].reshape(n, Ho * Wo, K))  # dy in place
-
-    def finish():
-        return xp.ascontiguousarray(dw_mat.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))  # O, C, kh, kw
-
-    return add, finish
+def _block_planes_into(colT, xpad, g: ConvGeometry):
+    """colT[c, i, j, n, oh, ow] = xpad[c, n, sh oh + dh i, sw ow + dw j] for xpad (C, n, Hp, Wp),
+    a block of samples channel-major, in one strided copy (as
+    :func:`refdlrt.ops.conv_patches._im2col_into`)."""
+    xp = get_xp(xpad)
+    (sh, sw), (dh, dw) = g.stride, g.dilation
+    s0, s1, s2, s3 = xpad.strides
+    windows = xp.lib.stride_tricks.as_strided(
+        xpad, shape=colT.shape, strides=(s0, dh * s2, dw * s3, s1, sh * s2, sw * s3)
+    )  # C, kh, kw, n, Ho, Wo (read-only use)
+    colT[...] = windows
+    return colT
 
 
 def _dw_by_patches_of_x(dy, x, g: ConvGeometry):
-    """dw = dY^T col, with dy read in its own NCHW layout (no transposed copy of dy).
+    """dw from the patches of x, laid out channel-major over a block of samples: one GEMM a block.
 
     Notes
     -----
-    Per sample n: dW_n = dy_n col_n, dy_n (C_out, Ho Wo) a view of dy, col_n (Ho Wo, kh kw C_in)
-    the patches of x; one batched GEMM per block of samples, then the sum over the block:
-    dw[o, c, i, j] = sum_n dW_n[o, (i, j, c)], i.e. dW_mat^T = dY^T col summed sample by sample.
+    For a block of samples b, with xpad_b (C_in, n, Hp, Wp) the block channel-major and padded,
+
+        colT_b[(c, i, j), (n, oh, ow)] = xpad_b[c, n, sh oh + dh i, sw ow + dw j],
+        dY_b[o, (n, oh, ow)] = dy[n, o, oh, ow]          (a transposing copy of dy's block),
+        dW_mat0 = sum_b colT_b dY_b^T,   dw[o, c, i, j] = dW_mat0[(c, i, j), o].
+
+    Both factors hold the summed axis (n, oh, ow) contiguous, the layout in which OpenBLAS runs
+    this long, thin product fastest here. Blocks hold about a quarter of the other routes'
+    patch budget (3 MiB on NumPy). Against the channels-innermost patches with one GEMM per
+    sample (this route until the eleventh session), float32, N = 64, 3 x 3, padding 1, medians
+    of three alternated rounds: 32 -> 32 channels at 28 x 28 20.4 -> 15.8 ms, 64 -> 64 at
+    14 x 14 17.0 -> 15.5 ms, N = 128, 64 -> 64 at 32 x 32 185 -> 125 ms.
     """
     xp = get_xp(dy, x)
-    nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
-    add, finish = _dw_from_patches_of_x(x, g, nb, xp)
+    (kh, kw), (Hp, Wp), (Ho, Wo), (ph, pw) = g.kernel, g.padded_size, g.out_size, g.padding
+    (H, W), C, O, P = g.in_size, g.c_in, g.c_out, g.out_size[0] * g.out_size[1]
+    K = C * kh * kw
+    nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize, share=_PLANES_SHARE)
+    buffers = {}  # block size -> (xpad_b, colT_b, dY_b): the last block may be smaller
+
+    def block_buffers(n):
+        if n not in buffers:
+            buffers[n] = (xp.zeros((C, n, Hp, Wp), dtype=x.dtype),  # border stays zero
+                          xp.empty((C, kh, kw, n, Ho, Wo), dtype=x.dtype),
+                          xp.empty((O, n, Ho, Wo), dtype=x.dtype))
+        return buffers[n]
+
+    total = xp.zeros((K, O), dtype=x.dtype)  # dW_mat0
+    part = xp.empty((K, O), dtype=x.dtype)
     for n0, n1 in blocks:
-        add(n0, n1, dy)
-    return finish()
+        n = n1 - n0
+        xpad, colT, dY = block_buffers(n)
+        xpad[:, :, ph : ph + H, pw : pw + W] = x[n0:n1].transpose(1, 0, 2, 3)  # C, n, H, W
+        _block_planes_into(colT, xpad, g)  # C, kh, kw, n, Ho, Wo
+        dY[...] = dy[n0:n1].transpose(1, 0, 2, 3)  # O, n, Ho, Wo
+        xp.matmul(colT.reshape(K, n * P), dY.reshape(O, n * P).T, out=part)  # K, O
+        total += part
+    return xp.ascontiguousarray(total.T).reshape(O, C, kh, kw)  # O, C, kh, kw
 
 
 def _dw_by_transposed_patches(dy, x, g: ConvGeometry):
