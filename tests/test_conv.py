@@ -113,7 +113,8 @@ def fast_path(case, itemsize=8, route="auto", shifts="auto", planes="auto"):
             mock.patch.object(conv, "shifted_route_pays", pays), \
             mock.patch.object(conv, "planes_route_pays", planes_pay), \
             mock.patch.object(conv_weight_grad, "planes_route_pays", planes_pay), \
-            mock.patch.object(conv_weight_grad, "_PLANES_SHARE", 1.0):  # case.block on every route
+            mock.patch.object(conv_weight_grad, "_x_plane_blocks", conv_patches._batch_blocks):  # case.block
+        # on every route: the budget below is case.block samples by conv_patches' own measure
         if case.block is not None:
             g = conv._geometry(np.empty(case.x_shape), np.empty(case.w_shape), None, *case.pairs())
             budget = case.block * conv_patches._block_sample_bytes(g, itemsize)
@@ -748,9 +749,10 @@ def test_weight_grad_from_dy_patches_with_a_partial_last_block(monkeypatch):
 
 
 def test_weight_grad_from_x_patches_in_quarter_blocks_with_a_partial_last_one(monkeypatch):
-    """The patches-of-x route takes blocks of a quarter of the patch budget (_PLANES_SHARE):
-    with the budget at 8 samples, blocks of 2, 2, 1 for a batch of 5, stride, dilation and
-    asymmetric padding; float32 in, float32 out, against the loop spec (float64)."""
+    """The patches-of-x route takes blocks of a quarter of the patch budget (_PLANES_SHARE), by
+    the size of its own patches: with the budget at 8 samples' patches, blocks of 2, 2, 1 for a
+    batch of 5, stride, dilation and asymmetric padding; float32 in, float32 out, against the
+    loop spec (float64)."""
     from refdlrt.ops import conv as conv_mod
 
     rng = np.random.default_rng(8)
@@ -758,7 +760,8 @@ def test_weight_grad_from_x_patches_in_quarter_blocks_with_a_partial_last_one(mo
     g = conv_patches._geometry(x, np.zeros((6, 6, 3, 2), np.float32), None, (2, 1), (1, 0), (1, 2))
     dy = rng.standard_normal((5, 6, *g.out_size)).astype(np.float32)
     assert conv_weight_grad._select_dw_route(g, np) == "patches of x" and conv_weight_grad._PLANES_SHARE == 0.25
-    monkeypatch.setitem(conv_patches._BLOCK_BYTES, "numpy", 8 * conv_patches._block_sample_bytes(g, 4))
+    patches = 6 * 3 * 2 * g.out_size[0] * g.out_size[1] * 4  # C_in kh kw Ho Wo float32 numbers a sample
+    monkeypatch.setitem(conv_patches._BLOCK_BYTES, "numpy", 8 * patches)
     seen, real = [], conv_weight_grad._block_planes_into
     monkeypatch.setattr(conv_weight_grad, "_block_planes_into",
                         lambda colT, xpad, g: seen.append(colT.shape[3]) or real(colT, xpad, g))

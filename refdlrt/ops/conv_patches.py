@@ -115,11 +115,13 @@ def _block_sample_bytes(g: ConvGeometry, itemsize: int) -> int:
     return kh * kw * max(Ho * Wo * g.c_in, H * W * g.c_out) * itemsize
 
 
-def _batch_blocks(g: ConvGeometry, xp, itemsize: int, share: float = 1.0):
-    """Split range(N) into blocks of nb samples whose patch matrix fits the backend's budget
-    (``share`` of it: a route that runs faster on smaller blocks takes less)."""
+def _batch_blocks(g: ConvGeometry, xp, itemsize: int, *, share: float = 1.0, sample_bytes=None):
+    """Split range(N) into blocks of nb samples whose patch matrix fits the backend's budget:
+    ``share`` of it (a route that runs faster on smaller blocks takes less), by ``sample_bytes``
+    per sample (None: :func:`_block_sample_bytes`, the forward's and the transposed conv's)."""
     budget = int(_BLOCK_BYTES[backend_name(xp)] * share)
-    nb = max(1, min(g.n, budget // _block_sample_bytes(g, itemsize)))
+    per_sample = _block_sample_bytes(g, itemsize) if sample_bytes is None else sample_bytes
+    nb = max(1, min(g.n, budget // per_sample))
     return nb, [(n0, min(n0 + nb, g.n)) for n0 in range(0, g.n, nb)]
 
 

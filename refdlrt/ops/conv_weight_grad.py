@@ -22,7 +22,7 @@ from .conv_planes import plane_blocks, planes_route_pays
 __all__ = ["conv2d_weight_grad"]
 
 # The patches-of-x route's blocks take this share of the patch budget (conv_patches._BLOCK_BYTES):
-# 3 MiB on NumPy. Measured (float32, 2 threads, N = 64 unless said, 3 x 3, padding 1; ms by
+# 3 MiB of its own patches on NumPy. Measured (float32, 2 threads, N = 64 unless said, 3 x 3, padding 1; ms by
 # samples per block): 32 -> 32 at 28 x 28 16.6 / 15.8 / 16.0 / 16.9 at 2 / 3 / 4 / 6 (3 taken);
 # 64 -> 64 at 14 x 14 16.7 / 15.5 / 16.5 at 4 / 8 / 12 (6); N = 128, 64 -> 64 at 32 x 32
 # 125 / 133 / 145 at 1 / 2 / 4 (1).
@@ -72,6 +72,14 @@ def _block_planes_into(colT, xpad, g: ConvGeometry):
     return colT
 
 
+def _x_plane_blocks(g: ConvGeometry, xp, itemsize: int):
+    """Batch blocks of :func:`_dw_by_patches_of_x`: samples whose patches (C_in kh kw Ho Wo
+    numbers each) fill ``_PLANES_SHARE`` of the patch budget."""
+    (kh, kw), (Ho, Wo) = g.kernel, g.out_size
+    return _batch_blocks(g, xp, itemsize, share=_PLANES_SHARE,
+                         sample_bytes=g.c_in * kh * kw * Ho * Wo * itemsize)
+
+
 def _dw_by_patches_of_x(dy, x, g: ConvGeometry):
     """dw from the patches of x, laid out channel-major over a block of samples: one GEMM a block.
 
@@ -94,7 +102,7 @@ def _dw_by_patches_of_x(dy, x, g: ConvGeometry):
     (kh, kw), (Hp, Wp), (Ho, Wo), (ph, pw) = g.kernel, g.padded_size, g.out_size, g.padding
     (H, W), C, O, P = g.in_size, g.c_in, g.c_out, g.out_size[0] * g.out_size[1]
     K = C * kh * kw
-    nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize, share=_PLANES_SHARE)
+    _, blocks = _x_plane_blocks(g, xp, x.dtype.itemsize)
     buffers = {}  # block size -> (xpad_b, colT_b, dY_b): the last block may be smaller
 
     def block_buffers(n):
