@@ -96,25 +96,31 @@ def conv_cases(draw):
 
 
 @contextmanager
-def fast_path(case, itemsize=8, route="auto", shifts="auto", planes="auto"):
+def fast_path(case, itemsize=8, route="auto", shifts="auto", planes="auto", channel_major="auto"):
     """Run the fast path with ``case.block`` samples per batch block (None: the default
     budget), the given dx route ("auto": the module's own choice), and with ``shifts`` True /
     False the shifted GEMMs forced on / off wherever stride 1 allows them (the forward, and the
     transposed-convolution dx, whose convolution of e has stride 1 always). ``planes`` True /
     False forces the channel-major route of few input planes (the forward and the kernel
     gradient alone, :mod:`refdlrt.ops.conv_planes`) on / off; "auto" leaves it to its rule,
-    except where ``shifts`` is forced: then it is off, so the forward takes the route asked for."""
+    except where ``shifts`` is forced: then it is off, so the forward takes the route asked for.
+    ``channel_major`` True / False forces the kernel gradient's channel-major patches of x
+    (:func:`refdlrt.ops.conv_weight_grad._dw_by_channel_major_patches`) on / off where the patches
+    of x are taken."""
     select = conv._select_dx_route if route == "auto" else (lambda g: DX_ROUTES[route])
     pays = conv.shifted_route_pays if shifts == "auto" else (lambda *a: shifts)
     if planes == "auto" and shifts != "auto":
         planes = False
     planes_pay = conv.planes_route_pays if planes == "auto" else (lambda *a: planes)
+    major_pays = (conv_weight_grad._channel_major_pays if channel_major == "auto"
+                  else (lambda *a: channel_major))
     with mock.patch.dict(conv_patches._BLOCK_BYTES), mock.patch.object(conv, "_select_dx_route", select), \
             mock.patch.object(conv, "shifted_route_pays", pays), \
             mock.patch.object(conv, "planes_route_pays", planes_pay), \
             mock.patch.object(conv_weight_grad, "planes_route_pays", planes_pay), \
-            mock.patch.object(conv_weight_grad, "_x_plane_blocks", conv_patches._batch_blocks):  # case.block
-        # on every route: the budget below is case.block samples by conv_patches' own measure
+            mock.patch.object(conv_weight_grad, "_channel_major_pays", major_pays), \
+            mock.patch.object(conv_weight_grad, "_channel_major_blocks", conv_patches._batch_blocks):
+        # case.block samples on every route: the budget below counts by conv_patches' own measure
         if case.block is not None:
             g = conv._geometry(np.empty(case.x_shape), np.empty(case.w_shape), None, *case.pairs())
             budget = case.block * conv_patches._block_sample_bytes(g, itemsize)
@@ -214,12 +220,13 @@ def test_backward_passes_adjoint_test(xp, route, shifts, case):
         )
 
 
-@pytest.mark.parametrize("route, shifts", [("col2im", True), ("transposed", False), ("transposed", True)])
+@pytest.mark.parametrize("route, shifts, channel_major", [("col2im", True, False), ("transposed", False, True),
+                                                          ("transposed", True, "auto")])
 @given(case=conv_cases())
-def test_backward_matches_loop_spec(xp, route, shifts, case):
+def test_backward_matches_loop_spec(xp, route, shifts, channel_major, case):
     data = case.data()
     x, w, b, dy = to_xp(xp, *data)
-    with fast_path(case, route=route, shifts=shifts):
+    with fast_path(case, route=route, shifts=shifts, channel_major=channel_major):
         dx, dw, db = conv2d_backward(dy, conv2d_forward(x, w, b, **case.kwargs)[1])
     ndx, ndw, ndb = conv2d_naive_backward(dy, x, w, b, **case.kwargs)
     s = scales(case, *data)
@@ -231,12 +238,13 @@ def test_backward_matches_loop_spec(xp, route, shifts, case):
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("route, shifts, planes", [("auto", "auto", "auto"), ("transposed", True, False),
-                                                   ("auto", "auto", True)])
+@pytest.mark.parametrize("route, shifts, planes, channel_major", [
+    ("auto", "auto", "auto", "auto"), ("transposed", True, False, False), ("auto", "auto", True, "auto"),
+    ("col2im", False, False, True)])
 @given(case=conv_cases())
-def test_forward_and_backward_match_torch(xp, torch, route, shifts, planes, case):
+def test_forward_and_backward_match_torch(xp, torch, route, shifts, planes, channel_major, case):
     x, w, b, dy = case.data()
-    with fast_path(case, route=route, shifts=shifts, planes=planes):
+    with fast_path(case, route=route, shifts=shifts, planes=planes, channel_major=channel_major):
         y, cache = conv2d_forward(*to_xp(xp, x, w, b), **case.kwargs)
         dx, dw, db = conv2d_backward(xp.asarray(dy), cache)
     xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
@@ -613,6 +621,28 @@ def test_weight_grad_routes_by_the_smaller_patch_matrix():
     assert route(16, 8, padding=0) == "patches of dy"  # 64 * 8 = 512 < 576
 
 
+def test_weight_grad_takes_channel_major_patches_of_x_for_wide_output_rows():
+    """NumPy, Wo >= 14 (_CHANNEL_MAJOR_MIN_WIDTH), where the patches of x are taken; not where
+    the patches of dy or the few-planes route are, not on CuPy (a stand-in module named cupy)."""
+    import types
+
+    from refdlrt.ops.conv_patches import _geometry
+    from refdlrt.ops.conv_weight_grad import _CHANNEL_MAJOR_MIN_WIDTH, _select_dw_route
+
+    def route(c_in, c_out, hw, xp=np, padding=1, kernel=3):
+        x, w = np.zeros((1, c_in, hw, hw)), np.zeros((c_out, c_in, kernel, kernel))
+        return _select_dw_route(_geometry(x, w, None, 1, padding, 1), xp)
+
+    assert _CHANNEL_MAJOR_MIN_WIDTH == 14
+    assert route(32, 32, 14) == route(32, 64, 28) == "channel-major patches of x"
+    assert route(32, 32, 13) == "patches of x"
+    assert route(6, 16, 18, padding=0, kernel=5) == "channel-major patches of x"  # Wo = 14
+    assert route(6, 16, 17, padding=0, kernel=5) == "patches of x"  # Wo = 13
+    assert route(64, 16, 32) == "patches of dy"
+    assert route(1, 16, 32) == "planes"
+    assert route(32, 32, 28, xp=types.ModuleType("cupy")) == "patches of x"
+
+
 def test_weight_grad_from_dy_patches_keeps_float32_and_is_used(monkeypatch):
     from refdlrt.ops import conv as conv_mod
 
@@ -749,17 +779,18 @@ def test_weight_grad_from_dy_patches_with_a_partial_last_block(monkeypatch):
 
 
 def test_weight_grad_from_x_patches_in_quarter_blocks_with_a_partial_last_one(monkeypatch):
-    """The patches-of-x route takes blocks of a quarter of the patch budget (_PLANES_SHARE), by
-    the size of its own patches: with the budget at 8 samples' patches, blocks of 2, 2, 1 for a
-    batch of 5, stride, dilation and asymmetric padding; float32 in, float32 out, against the
-    loop spec (float64)."""
+    """The channel-major patches of x (output rows of 14 or more) take blocks of a quarter of the
+    patch budget (_CHANNEL_MAJOR_SHARE), by the size of their own patches: with the budget at 8
+    samples' patches, blocks of 2, 2, 1 for a batch of 5, stride, dilation and asymmetric
+    padding; float32 in, float32 out, against the loop spec (float64)."""
     from refdlrt.ops import conv as conv_mod
 
     rng = np.random.default_rng(8)
-    x = rng.standard_normal((5, 6, 9, 8)).astype(np.float32)  # 6 x 3 x 2 = 36 > 32 rows: not "planes"
+    x = rng.standard_normal((5, 6, 9, 16)).astype(np.float32)  # 6 x 3 x 2 = 36 > 32 rows: not "planes"
     g = conv_patches._geometry(x, np.zeros((6, 6, 3, 2), np.float32), None, (2, 1), (1, 0), (1, 2))
     dy = rng.standard_normal((5, 6, *g.out_size)).astype(np.float32)
-    assert conv_weight_grad._select_dw_route(g, np) == "patches of x" and conv_weight_grad._PLANES_SHARE == 0.25
+    assert g.out_size[1] == 14 and conv_weight_grad._CHANNEL_MAJOR_SHARE == 0.25
+    assert conv_weight_grad._select_dw_route(g, np) == "channel-major patches of x"
     patches = 6 * 3 * 2 * g.out_size[0] * g.out_size[1] * 4  # C_in kh kw Ho Wo float32 numbers a sample
     monkeypatch.setitem(conv_patches._BLOCK_BYTES, "numpy", 8 * patches)
     seen, real = [], conv_weight_grad._block_planes_into
@@ -970,16 +1001,17 @@ def test_a_first_layer_takes_the_planes_route_forward_and_for_its_kernel_gradien
     assert_close(db, db_ref, np.float64, scale=sum_bound(dy, terms=3 * 9 * 8))
 
 
-@pytest.mark.parametrize("planes", [True, False])
+@pytest.mark.parametrize("planes, channel_major", [(True, "auto"), (False, False), (False, True)])
 @given(case=conv_cases())
-def test_weight_grad_alone_matches_loop_spec_on_every_route(xp, planes, case):
-    """conv2d_weight_grad with the planes route forced on / off against the loop spec, in blocks
-    of one and two samples too (PyTorch: the float32 test below)."""
+def test_weight_grad_alone_matches_loop_spec_on_every_route(xp, planes, channel_major, case):
+    """conv2d_weight_grad with the planes route forced on / off, and the patches of x
+    channel-major / channels-innermost, against the loop spec, in blocks of one and two samples
+    too (PyTorch: the float32 test below)."""
     from refdlrt.ops.conv import conv2d_weight_grad
 
     data = case.data()
     x, w, b, dy = to_xp(xp, *data)
-    with fast_path(case, planes=planes):
+    with fast_path(case, planes=planes, channel_major=channel_major):
         dw = conv2d_weight_grad(x, dy, case.w_shape[2:], **case.kwargs)
     assert dw.shape == case.w_shape and dw.dtype == np.float64
     _, ndw, _ = conv2d_naive_backward(dy, x, w, b, **case.kwargs)

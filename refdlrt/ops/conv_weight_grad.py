@@ -1,32 +1,46 @@
-"""The kernel gradient of a 2-d convolution (with or without dx), by one of three routes.
+"""The kernel gradient of a 2-d convolution (with or without dx), by one of four routes.
 
 With few input planes (C_in kh kw <= 32 on NumPy, a first layer) `_select_dw_route` takes the
 channel-major patches of :mod:`refdlrt.ops.conv_planes` (`_dw_by_planes`); otherwise the
-smaller patch matrix: the patches of x, channel-major over a block of samples, against dy's
-block transposed, one GEMM a block (`_dw_by_patches_of_x`), or, for stride 1 when
-H W C_out < Ho Wo C_in (fewer output than input channels at "same" padding), the patches of the
-shifted dy against x (`_dw_by_transposed_patches`). On the last two of these routes the operand
-that is not im2col'd is read in place, one GEMM per sample (`_product_sum`), except in deep
-layers with more channels than pixels, where one GEMM per block keeps memory bounded. The
-backward of :mod:`refdlrt.ops.conv` takes the same routes (`_weight_grad`), so dw is the same
-with and without dx.
+smaller patch matrix: the patches of the shifted dy against x, for stride 1 when
+H W C_out < Ho Wo C_in (fewer output than input channels at "same" padding;
+`_dw_by_transposed_patches`), or the patches of x. Those are laid out channel-major over a block
+of samples, against dy's block transposed, one GEMM a block, where output rows are wide
+(`_channel_major_pays`: NumPy, Wo >= 14; `_dw_by_channel_major_patches`), else channels-innermost
+(`_dw_by_patches_of_x`). On the patches-of-x and patches-of-dy routes the operand that is not
+im2col'd is read in place, one GEMM per sample (`_product_sum`), except in deep layers with more
+channels than pixels, where one GEMM per block keeps memory bounded. The backward of
+:mod:`refdlrt.ops.conv` takes the same routes (`_weight_grad`), so dw is the same with and
+without dx.
 """
 
 from __future__ import annotations
 
 from .._checks import check_float_array, check_ndim, pair
-from ..backend import get_xp
-from .conv_patches import ConvGeometry, _batch_blocks, _check_dy, _geometry, _im2col_into
+from ..backend import backend_name, get_xp
+from .conv_patches import (
+    ConvGeometry,
+    _batch_blocks,
+    _check_dy,
+    _geometry,
+    _im2col_into,
+    _pad_nhwc_into,
+)
 from .conv_planes import plane_blocks, planes_route_pays
 
 __all__ = ["conv2d_weight_grad"]
 
-# The patches-of-x route's blocks take this share of the patch budget (conv_patches._BLOCK_BYTES):
-# 3 MiB of its own patches on NumPy. Measured (float32, 2 threads, N = 64 unless said, 3 x 3, padding 1; ms by
-# samples per block): 32 -> 32 at 28 x 28 16.6 / 15.8 / 16.0 / 16.9 at 2 / 3 / 4 / 6 (3 taken);
-# 64 -> 64 at 14 x 14 16.7 / 15.5 / 16.5 at 4 / 8 / 12 (6); N = 128, 64 -> 64 at 32 x 32
-# 125 / 133 / 145 at 1 / 2 / 4 (1).
-_PLANES_SHARE = 0.25
+# The channel-major route's blocks take this share of the patch budget (conv_patches._BLOCK_BYTES):
+# 3 MiB of its own patches on NumPy. Measured (float32, 2 threads, N = 64 unless said, 3 x 3,
+# padding 1; ms by samples per block): 32 -> 32 at 28 x 28 16.6 / 15.8 / 16.0 / 16.9 at
+# 2 / 3 / 4 / 6 (3 taken); 64 -> 64 at 14 x 14 16.7 / 15.5 / 16.5 at 4 / 8 / 12 (13);
+# N = 128, 64 -> 64 at 32 x 32 125 / 133 / 145 at 1 / 2 / 4 (1).
+_CHANNEL_MAJOR_SHARE = 0.25
+# Its copy runs over rows of Wo numbers; below this width the channels-innermost patches (runs of
+# kw C_in) are faster: against them (benchmarks/ab_weight_grad.py and probes, float32, N = 64),
+# Wo = 10-12 with 6-16 channels 1.2-4.3x slower, with 32 channels 0.94-0.97x; Wo = 14: 0.78x
+# (8 -> 16, 5 x 5), 0.88-1.01x (32 -> 64, 64 -> 64); Wo = 16, 28, 32: 0.68-0.80x.
+_CHANNEL_MAJOR_MIN_WIDTH = 14
 
 
 def _product_sum(nb: int, A: int, P: int, K: int, dtype, xp):
@@ -72,15 +86,21 @@ def _block_planes_into(colT, xpad, g: ConvGeometry):
     return colT
 
 
-def _x_plane_blocks(g: ConvGeometry, xp, itemsize: int):
-    """Batch blocks of :func:`_dw_by_patches_of_x`: samples whose patches (C_in kh kw Ho Wo
-    numbers each) fill ``_PLANES_SHARE`` of the patch budget."""
+def _channel_major_blocks(g: ConvGeometry, xp, itemsize: int):
+    """Batch blocks of :func:`_dw_by_channel_major_patches`: samples whose patches (C_in kh kw
+    Ho Wo numbers each) fill ``_CHANNEL_MAJOR_SHARE`` of the patch budget."""
     (kh, kw), (Ho, Wo) = g.kernel, g.out_size
-    return _batch_blocks(g, xp, itemsize, share=_PLANES_SHARE,
+    return _batch_blocks(g, xp, itemsize, share=_CHANNEL_MAJOR_SHARE,
                          sample_bytes=g.c_in * kh * kw * Ho * Wo * itemsize)
 
 
-def _dw_by_patches_of_x(dy, x, g: ConvGeometry):
+def _channel_major_pays(g: ConvGeometry, xp) -> bool:
+    """True where :func:`_dw_by_channel_major_patches` is taken for the patches of x: NumPy, and
+    output rows of at least ``_CHANNEL_MAJOR_MIN_WIDTH`` (CuPy keeps its one big block)."""
+    return backend_name(xp) == "numpy" and g.out_size[1] >= _CHANNEL_MAJOR_MIN_WIDTH
+
+
+def _dw_by_channel_major_patches(dy, x, g: ConvGeometry):
     """dw from the patches of x, laid out channel-major over a block of samples: one GEMM a block.
 
     Notes
@@ -93,36 +113,58 @@ def _dw_by_patches_of_x(dy, x, g: ConvGeometry):
 
     Both factors hold the summed axis (n, oh, ow) contiguous, the layout in which OpenBLAS runs
     this long, thin product fastest here. Blocks hold about a quarter of the other routes'
-    patch budget (3 MiB on NumPy). Against the channels-innermost patches with one GEMM per
-    sample (this route until the eleventh session), float32, N = 64, 3 x 3, padding 1, medians
-    of three alternated rounds: 32 -> 32 channels at 28 x 28 20.4 -> 15.8 ms, 64 -> 64 at
-    14 x 14 17.0 -> 15.5 ms, N = 128, 64 -> 64 at 32 x 32 185 -> 125 ms.
+    patch budget (3 MiB on NumPy). Against :func:`_dw_by_patches_of_x` (channels-innermost, one
+    GEMM per sample), float32, N = 64, 3 x 3, padding 1 (``benchmarks/ab_weight_grad.py``):
+    32 -> 32 channels at 28 x 28 0.78x, 64 -> 64 at 14 x 14 0.88-0.97x, N = 128, 64 -> 64 at
+    32 x 32 0.68-0.76x.
     """
     xp = get_xp(dy, x)
     (kh, kw), (Hp, Wp), (Ho, Wo), (ph, pw) = g.kernel, g.padded_size, g.out_size, g.padding
     (H, W), C, O, P = g.in_size, g.c_in, g.c_out, g.out_size[0] * g.out_size[1]
     K = C * kh * kw
-    _, blocks = _x_plane_blocks(g, xp, x.dtype.itemsize)
-    buffers = {}  # block size -> (xpad_b, colT_b, dY_b): the last block may be smaller
-
-    def block_buffers(n):
-        if n not in buffers:
-            buffers[n] = (xp.zeros((C, n, Hp, Wp), dtype=x.dtype),  # border stays zero
-                          xp.empty((C, kh, kw, n, Ho, Wo), dtype=x.dtype),
-                          xp.empty((O, n, Ho, Wo), dtype=x.dtype))
-        return buffers[n]
-
+    nb, blocks = _channel_major_blocks(g, xp, x.dtype.itemsize)
+    flat = [xp.empty(size * nb, dtype=x.dtype) for size in (C * Hp * Wp, K * P, O * P)]
     total = xp.zeros((K, O), dtype=x.dtype)  # dW_mat0
     part = xp.empty((K, O), dtype=x.dtype)
+    n_last = None
     for n0, n1 in blocks:
         n = n1 - n0
-        xpad, colT, dY = block_buffers(n)
+        if n != n_last:  # the buffers' first n samples, contiguous (the last block may be smaller)
+            xpad = flat[0][: C * n * Hp * Wp].reshape(C, n, Hp, Wp)
+            xpad[...] = 0  # the border stays zero
+            colT = flat[1][: K * n * P].reshape(C, kh, kw, n, Ho, Wo)
+            dY = flat[2][: O * n * P].reshape(O, n, Ho, Wo)
+            n_last = n
         xpad[:, :, ph : ph + H, pw : pw + W] = x[n0:n1].transpose(1, 0, 2, 3)  # C, n, H, W
         _block_planes_into(colT, xpad, g)  # C, kh, kw, n, Ho, Wo
         dY[...] = dy[n0:n1].transpose(1, 0, 2, 3)  # O, n, Ho, Wo
         xp.matmul(colT.reshape(K, n * P), dY.reshape(O, n * P).T, out=part)  # K, O
         total += part
     return xp.ascontiguousarray(total.T).reshape(O, C, kh, kw)  # O, C, kh, kw
+
+
+def _dw_by_patches_of_x(dy, x, g: ConvGeometry):
+    """dw = dY^T col, with dy read in its own NCHW layout (no transposed copy of dy).
+
+    Notes
+    -----
+    Per sample n: dW_n = dy_n col_n, dy_n (C_out, Ho Wo) a view of dy, col_n (Ho Wo, kh kw C_in)
+    the channels-innermost patches of x (NHWC, as the forward's); one batched GEMM per block of
+    samples, then the sum over the block: dw[o, c, i, j] = sum_n dW_n[o, (i, j, c)], i.e.
+    dW_mat^T = dY^T col summed sample by sample.
+    """
+    xp = get_xp(dy, x)
+    (kh, kw), (Hp, Wp), (Ho, Wo) = g.kernel, g.padded_size, g.out_size
+    C, O, K = g.c_in, g.c_out, kh * kw * g.c_in
+    nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
+    xpad = xp.zeros((nb, Hp, Wp, C), dtype=x.dtype)  # border stays zero
+    col = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=x.dtype)
+    add, dw_mat = _product_sum(nb, O, Ho * Wo, K, x.dtype, xp)  # dW_mat^T: O, K
+    for n0, n1 in blocks:
+        n = n1 - n0
+        _im2col_into(col[:n], _pad_nhwc_into(xpad[:n], x[n0:n1], g), g.stride, g.dilation)
+        add(dy[n0:n1].reshape(n, O, Ho * Wo), col[:n].reshape(n, Ho * Wo, K))  # dy in place
+    return xp.ascontiguousarray(dw_mat.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))  # O, C, kh, kw
 
 
 def _dw_by_transposed_patches(dy, x, g: ConvGeometry):
@@ -182,23 +224,28 @@ def _dw_by_planes(dy, x, g: ConvGeometry):
 
 def _select_dw_route(g: ConvGeometry, xp) -> str:
     """"planes" (:func:`_dw_by_planes`) where :func:`planes_route_pays` on backend ``xp``, else
-    "patches of x" (:func:`_dw_by_patches_of_x`) or "patches of dy"
-    (:func:`_dw_by_transposed_patches`, stride 1 only): the one whose patch matrix is smaller."""
+    "patches of dy" (:func:`_dw_by_transposed_patches`, stride 1 only) where its patch matrix is
+    the smaller one, else "channel-major patches of x" where :func:`_channel_major_pays`
+    (:func:`_dw_by_channel_major_patches`) or "patches of x" (:func:`_dw_by_patches_of_x`)."""
     if planes_route_pays(g, xp):
         return "planes"
     (H, W), (Ho, Wo) = g.in_size, g.out_size
     if g.stride == (1, 1) and H * W * g.c_out < Ho * Wo * g.c_in:
         return "patches of dy"
+    if _channel_major_pays(g, xp):
+        return "channel-major patches of x"
     return "patches of x"
 
 
 def _weight_grad(dy, x, g: ConvGeometry):
-    """dw alone, by the route :func:`_select_dw_route` picks."""
+    """dw, by the route :func:`_select_dw_route` picks."""
     route = _select_dw_route(g, get_xp(dy, x))
     if route == "planes":
         return _dw_by_planes(dy, x, g)
     if route == "patches of dy":
         return _dw_by_transposed_patches(dy, x, g)
+    if route == "channel-major patches of x":
+        return _dw_by_channel_major_patches(dy, x, g)
     return _dw_by_patches_of_x(dy, x, g)
 
 
@@ -217,12 +264,13 @@ def conv2d_weight_grad(x, dy, kernel_size, *, stride=1, padding=0, dilation=1):
     -----
     dw[o, c, i, j] = sum_{n, oh, ow} dy[n, o, oh, ow] xpad[n, c, s_h oh + d_h i, s_w ow + d_w j].
     Used by the low-rank layers' projectors on reduced channel counts, and by
-    :func:`conv2d_backward` without dx. The patch matrix is built from x, channel-major where
-    C_in kh kw <= 32 on NumPy (:func:`_dw_by_planes`), else channels-innermost
-    (:func:`_dw_by_patches_of_x`), or, with stride 1 when H W C_out < Ho Wo C_in, from dy
-    (:func:`_dw_by_transposed_patches`; :func:`_select_dw_route` picks the smaller copy); the
-    other operand is read in place (:func:`_product_sum`; a non-contiguous input is copied once
-    by its reshape).
+    :func:`conv2d_backward`. The patch matrix is built from x, channel-major per sample where
+    C_in kh kw <= 32 on NumPy (:func:`_dw_by_planes`), or, with stride 1 when
+    H W C_out < Ho Wo C_in, from dy (:func:`_dw_by_transposed_patches`; the smaller copy), else
+    from x again: channel-major over blocks of samples where output rows are wide
+    (:func:`_dw_by_channel_major_patches`, dy's block copied transposed), or channels-innermost
+    (:func:`_dw_by_patches_of_x`). :func:`_select_dw_route` picks; where a route reads dy or x
+    in place (:func:`_product_sum`), a non-contiguous input is copied once by its reshape.
     """
     kh, kw = pair(kernel_size, "kernel_size")
     for a, name, layout in ((x, "x", "N, C_in, H, W"), (dy, "dy", "N, C_out, H_out, W_out")):
