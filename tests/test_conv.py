@@ -622,7 +622,7 @@ def test_weight_grad_routes_by_the_smaller_patch_matrix():
 
 
 def test_weight_grad_takes_channel_major_patches_of_x_for_wide_output_rows():
-    """NumPy, Wo >= 14 (_CHANNEL_MAJOR_MIN_WIDTH), where the patches of x are taken; not where
+    """NumPy, Wo >= 16 (_CHANNEL_MAJOR_MIN_WIDTH), where the patches of x are taken; not where
     the patches of dy or the few-planes route are, not on CuPy (a stand-in module named cupy)."""
     import types
 
@@ -633,11 +633,11 @@ def test_weight_grad_takes_channel_major_patches_of_x_for_wide_output_rows():
         x, w = np.zeros((1, c_in, hw, hw)), np.zeros((c_out, c_in, kernel, kernel))
         return _select_dw_route(_geometry(x, w, None, 1, padding, 1), xp)
 
-    assert _CHANNEL_MAJOR_MIN_WIDTH == 14
-    assert route(32, 32, 14) == route(32, 64, 28) == "channel-major patches of x"
-    assert route(32, 32, 13) == "patches of x"
-    assert route(6, 16, 18, padding=0, kernel=5) == "channel-major patches of x"  # Wo = 14
-    assert route(6, 16, 17, padding=0, kernel=5) == "patches of x"  # Wo = 13
+    assert _CHANNEL_MAJOR_MIN_WIDTH == 16
+    assert route(32, 32, 16) == route(32, 64, 28) == "channel-major patches of x"
+    assert route(32, 32, 15) == route(64, 64, 14) == "patches of x"  # vgg_small's conv4: no gain
+    assert route(6, 16, 20, padding=0, kernel=5) == "channel-major patches of x"  # Wo = 16
+    assert route(6, 16, 19, padding=0, kernel=5) == "patches of x"  # Wo = 15
     assert route(64, 16, 32) == "patches of dy"
     assert route(1, 16, 32) == "planes"
     assert route(32, 32, 28, xp=types.ModuleType("cupy")) == "patches of x"
@@ -779,17 +779,17 @@ def test_weight_grad_from_dy_patches_with_a_partial_last_block(monkeypatch):
 
 
 def test_weight_grad_from_x_patches_in_quarter_blocks_with_a_partial_last_one(monkeypatch):
-    """The channel-major patches of x (output rows of 14 or more) take blocks of a quarter of the
+    """The channel-major patches of x (output rows of 16 or more) take blocks of a quarter of the
     patch budget (_CHANNEL_MAJOR_SHARE), by the size of their own patches: with the budget at 8
     samples' patches, blocks of 2, 2, 1 for a batch of 5, stride, dilation and asymmetric
     padding; float32 in, float32 out, against the loop spec (float64)."""
     from refdlrt.ops import conv as conv_mod
 
     rng = np.random.default_rng(8)
-    x = rng.standard_normal((5, 6, 9, 16)).astype(np.float32)  # 6 x 3 x 2 = 36 > 32 rows: not "planes"
+    x = rng.standard_normal((5, 6, 9, 18)).astype(np.float32)  # 6 x 3 x 2 = 36 > 32 rows: not "planes"
     g = conv_patches._geometry(x, np.zeros((6, 6, 3, 2), np.float32), None, (2, 1), (1, 0), (1, 2))
     dy = rng.standard_normal((5, 6, *g.out_size)).astype(np.float32)
-    assert g.out_size[1] == 14 and conv_weight_grad._CHANNEL_MAJOR_SHARE == 0.25
+    assert g.out_size[1] == 16 and conv_weight_grad._CHANNEL_MAJOR_SHARE == 0.25
     assert conv_weight_grad._select_dw_route(g, np) == "channel-major patches of x"
     patches = 6 * 3 * 2 * g.out_size[0] * g.out_size[1] * 4  # C_in kh kw Ho Wo float32 numbers a sample
     monkeypatch.setitem(conv_patches._BLOCK_BYTES, "numpy", 8 * patches)

@@ -6,7 +6,7 @@ smaller patch matrix: the patches of the shifted dy against x, for stride 1 when
 H W C_out < Ho Wo C_in (fewer output than input channels at "same" padding;
 `_dw_by_transposed_patches`), or the patches of x. Those are laid out channel-major over a block
 of samples, against dy's block transposed, one GEMM a block, where output rows are wide
-(`_channel_major_pays`: NumPy, Wo >= 14; `_dw_by_channel_major_patches`), else channels-innermost
+(`_channel_major_pays`: NumPy, Wo >= 16; `_dw_by_channel_major_patches`), else channels-innermost
 (`_dw_by_patches_of_x`). On the patches-of-x and patches-of-dy routes the operand that is not
 im2col'd is read in place, one GEMM per sample (`_product_sum`), except in deep layers with more
 channels than pixels, where one GEMM per block keeps memory bounded. The backward of
@@ -33,14 +33,14 @@ __all__ = ["conv2d_weight_grad"]
 # The channel-major route's blocks take this share of the patch budget (conv_patches._BLOCK_BYTES):
 # 3 MiB of its own patches on NumPy. Measured (float32, 2 threads, N = 64 unless said, 3 x 3,
 # padding 1; ms by samples per block): 32 -> 32 at 28 x 28 16.6 / 15.8 / 16.0 / 16.9 at
-# 2 / 3 / 4 / 6 (3 taken); 64 -> 64 at 14 x 14 16.7 / 15.5 / 16.5 at 4 / 8 / 12 (13);
-# N = 128, 64 -> 64 at 32 x 32 125 / 133 / 145 at 1 / 2 / 4 (1).
+# 2 / 3 / 4 / 6 (3 taken); N = 128, 64 -> 64 at 32 x 32 125 / 133 / 145 at 1 / 2 / 4 (1).
 _CHANNEL_MAJOR_SHARE = 0.25
 # Its copy runs over rows of Wo numbers; below this width the channels-innermost patches (runs of
-# kw C_in) are faster: against them (benchmarks/ab_weight_grad.py and probes, float32, N = 64),
-# Wo = 10-12 with 6-16 channels 1.2-4.3x slower, with 32 channels 0.94-0.97x; Wo = 14: 0.78x
-# (8 -> 16, 5 x 5), 0.88-1.01x (32 -> 64, 64 -> 64); Wo = 16, 28, 32: 0.68-0.80x.
-_CHANNEL_MAJOR_MIN_WIDTH = 14
+# kw C_in) are as fast or faster: against them (benchmarks/ab_weight_grad.py and probes, float32,
+# N = 64), Wo = 10-12 with 6-16 channels 1.2-4.3x slower, with 32 channels 0.94-0.97x; Wo = 14:
+# 0.78x (8 -> 16, 5 x 5), 0.88-1.12x (32 -> 64, 64 -> 64, vgg_small's conv3 and conv4: no
+# gain); Wo = 16, 28, 32: 0.68-0.86x.
+_CHANNEL_MAJOR_MIN_WIDTH = 16
 
 
 def _product_sum(nb: int, A: int, P: int, K: int, dtype, xp):
@@ -115,8 +115,8 @@ def _dw_by_channel_major_patches(dy, x, g: ConvGeometry):
     this long, thin product fastest here. Blocks hold about a quarter of the other routes'
     patch budget (3 MiB on NumPy). Against :func:`_dw_by_patches_of_x` (channels-innermost, one
     GEMM per sample), float32, N = 64, 3 x 3, padding 1 (``benchmarks/ab_weight_grad.py``):
-    32 -> 32 channels at 28 x 28 0.78x, 64 -> 64 at 14 x 14 0.88-0.97x, N = 128, 64 -> 64 at
-    32 x 32 0.68-0.76x.
+    32 -> 32 channels at 28 x 28 0.78-0.86x, 16 -> 16 at 28 x 28 0.78-0.94x, N = 128, 64 -> 64
+    at 32 x 32 0.68-0.76x (taken for output rows of 16 or more: ``_CHANNEL_MAJOR_MIN_WIDTH``).
     """
     xp = get_xp(dy, x)
     (kh, kw), (Hp, Wp), (Ho, Wo), (ph, pw) = g.kernel, g.padded_size, g.out_size, g.padding
