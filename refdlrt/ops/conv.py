@@ -15,7 +15,7 @@ patch matrix is copied in contiguous runs of C_in numbers:
     Y = col @ W_mat,                    W_mat[(i, j, c), o] = w[o, c, i, j],
     dW_mat = col^T @ dY,                dY[(n, oh, ow), o] = dy[n, o, oh, ow].
 
-The kernel gradient (:func:`conv2d_weight_grad`, re-exported here) and its three routes are
+The kernel gradient (:func:`conv2d_weight_grad`, re-exported here) and its four routes are
 in :mod:`refdlrt.ops.conv_weight_grad`; the backward takes dw from there too (`_weight_grad`),
 with or without dx. The geometry, im2col and batch blocks are in :mod:`refdlrt.ops.conv_patches`.
 

@@ -87,17 +87,22 @@ def _block_planes_into(colT, xpad, g: ConvGeometry):
 
 
 def _channel_major_blocks(g: ConvGeometry, xp, itemsize: int):
-    """Batch blocks of :func:`_dw_by_channel_major_patches`: samples whose patches (C_in kh kw
-    Ho Wo numbers each) fill ``_CHANNEL_MAJOR_SHARE`` of the patch budget."""
+    """Batch blocks of :func:`_dw_by_channel_major_patches`: samples whose patches and dy copy
+    ((C_in kh kw + C_out) Ho Wo numbers each) fill ``_CHANNEL_MAJOR_SHARE`` of the patch budget."""
     (kh, kw), (Ho, Wo) = g.kernel, g.out_size
     return _batch_blocks(g, xp, itemsize, share=_CHANNEL_MAJOR_SHARE,
-                         sample_bytes=g.c_in * kh * kw * Ho * Wo * itemsize)
+                         sample_bytes=(g.c_in * kh * kw + g.c_out) * Ho * Wo * itemsize)
 
 
 def _channel_major_pays(g: ConvGeometry, xp) -> bool:
-    """True where :func:`_dw_by_channel_major_patches` is taken for the patches of x: NumPy, and
-    output rows of at least ``_CHANNEL_MAJOR_MIN_WIDTH`` (CuPy keeps its one big block)."""
-    return backend_name(xp) == "numpy" and g.out_size[1] >= _CHANNEL_MAJOR_MIN_WIDTH
+    """True where :func:`_dw_by_channel_major_patches` is taken for the patches of x: NumPy,
+    output rows of at least ``_CHANNEL_MAJOR_MIN_WIDTH``, and dy's transposed copy no larger
+    than the patches (C_out <= C_in kh kw; a review measured 4 -> 256 channels at 32 x 32 1.37x
+    slower than the channels-innermost patches, which read dy in place). CuPy keeps its one big
+    block."""
+    kh, kw = g.kernel
+    return (backend_name(xp) == "numpy" and g.out_size[1] >= _CHANNEL_MAJOR_MIN_WIDTH
+            and g.c_out <= g.c_in * kh * kw)
 
 
 def _dw_by_channel_major_patches(dy, x, g: ConvGeometry):
@@ -113,7 +118,7 @@ def _dw_by_channel_major_patches(dy, x, g: ConvGeometry):
 
     Both factors hold the summed axis (n, oh, ow) contiguous, the layout in which OpenBLAS runs
     this long, thin product fastest here. Blocks hold about a quarter of the other routes'
-    patch budget (3 MiB on NumPy). Against :func:`_dw_by_patches_of_x` (channels-innermost, one
+    patch budget (3 MiB of patches and dy copy on NumPy). Against :func:`_dw_by_patches_of_x` (channels-innermost, one
     GEMM per sample), float32, N = 64, 3 x 3, padding 1 (``benchmarks/ab_weight_grad.py``):
     32 -> 32 channels at 28 x 28 0.78-0.86x, 16 -> 16 at 28 x 28 0.78-0.94x, N = 128, 64 -> 64
     at 32 x 32 0.68-0.76x (taken for output rows of 16 or more: ``_CHANNEL_MAJOR_MIN_WIDTH``).
@@ -123,15 +128,16 @@ def _dw_by_channel_major_patches(dy, x, g: ConvGeometry):
     (H, W), C, O, P = g.in_size, g.c_in, g.c_out, g.out_size[0] * g.out_size[1]
     K = C * kh * kw
     nb, blocks = _channel_major_blocks(g, xp, x.dtype.itemsize)
-    flat = [xp.empty(size * nb, dtype=x.dtype) for size in (C * Hp * Wp, K * P, O * P)]
+    flat = [xp.zeros(C * Hp * Wp * nb, dtype=x.dtype),  # padded planes: the borders stay zero
+            xp.empty(K * P * nb, dtype=x.dtype), xp.empty(O * P * nb, dtype=x.dtype)]
     total = xp.zeros((K, O), dtype=x.dtype)  # dW_mat0
     part = xp.empty((K, O), dtype=x.dtype)
     n_last = None
     for n0, n1 in blocks:
         n = n1 - n0
-        if n != n_last:  # the buffers' first n samples, contiguous (the last block may be smaller)
+        if n != n_last:  # the buffers' first n samples, contiguous (the last block may be smaller;
+            # its C n planes are whole Hp x Wp planes of the first block's, borders still zero)
             xpad = flat[0][: C * n * Hp * Wp].reshape(C, n, Hp, Wp)
-            xpad[...] = 0  # the border stays zero
             colT = flat[1][: K * n * P].reshape(C, kh, kw, n, Ho, Wo)
             dY = flat[2][: O * n * P].reshape(O, n, Ho, Wo)
             n_last = n
