@@ -119,7 +119,7 @@ def fast_path(case, itemsize=8, route="auto", shifts="auto", planes="auto", chan
             mock.patch.object(conv, "planes_route_pays", planes_pay), \
             mock.patch.object(conv_weight_grad, "planes_route_pays", planes_pay), \
             mock.patch.object(conv_weight_grad, "_channel_major_pays", major_pays), \
-            mock.patch.object(conv_weight_grad, "_channel_major_blocks", conv_patches._batch_blocks):
+            mock.patch.object(conv_weight_grad, "_one_gemm_blocks", conv_patches._batch_blocks):
         # case.block samples on every route: the budget below counts by conv_patches' own measure
         if case.block is not None:
             g = conv._geometry(np.empty(case.x_shape), np.empty(case.w_shape), None, *case.pairs())
@@ -622,7 +622,7 @@ def test_weight_grad_routes_by_the_smaller_patch_matrix():
 
 
 def test_weight_grad_takes_channel_major_patches_of_x_for_wide_output_rows():
-    """NumPy, Wo >= 16 (_CHANNEL_MAJOR_MIN_WIDTH) and C_out <= C_in kh kw, where the patches of x
+    """NumPy, Wo >= 28 (_CHANNEL_MAJOR_MIN_WIDTH) and C_out <= C_in kh kw, where the patches of x
     are taken; not where the patches of dy or the few-planes route are, not on CuPy (a stand-in
     module named cupy)."""
     import types
@@ -634,16 +634,47 @@ def test_weight_grad_takes_channel_major_patches_of_x_for_wide_output_rows():
         x, w = np.zeros((1, c_in, hw, hw)), np.zeros((c_out, c_in, kernel, kernel))
         return _select_dw_route(_geometry(x, w, None, 1, padding, 1), xp)
 
-    assert _CHANNEL_MAJOR_MIN_WIDTH == 16
-    assert route(32, 32, 16) == route(32, 64, 28) == "channel-major patches of x"
-    assert route(32, 32, 15) == route(64, 64, 14) == "patches of x"  # vgg_small's conv4: no gain
-    assert route(6, 16, 20, padding=0, kernel=5) == "channel-major patches of x"  # Wo = 16
-    assert route(6, 16, 19, padding=0, kernel=5) == "patches of x"  # Wo = 15
+    assert _CHANNEL_MAJOR_MIN_WIDTH == 28
+    assert route(32, 32, 28) == route(32, 64, 32) == "channel-major patches of x"
+    assert route(32, 32, 27) == route(64, 64, 14) == "patches of x"  # vgg_small's conv4
+    assert route(6, 16, 32, padding=0, kernel=5) == "channel-major patches of x"  # Wo = 28
+    assert route(6, 16, 31, padding=0, kernel=5) == "patches of x"  # Wo = 27
     assert route(4, 36, 32) == "channel-major patches of x"  # dy's copy (36) no larger than the patches
     assert route(4, 37, 32) == route(4, 256, 32) == "patches of x"  # C_out > C_in kh kw = 36
     assert route(64, 16, 32) == "patches of dy"
     assert route(1, 16, 32) == "planes"
     assert route(32, 32, 28, xp=types.ModuleType("cupy")) == "patches of x"
+
+
+@pytest.mark.parametrize("c_out, one_gemm", [(36, True), (37, False)])  # C_in kh kw = 4 x 3 x 3 = 36
+def test_channels_innermost_patches_copy_dy_only_where_it_is_no_larger(monkeypatch, c_out, one_gemm):
+    """The channels-innermost patches of x: one GEMM a block against dy's block transposed where
+    C_out <= C_in kh kw, in blocks of a quarter of the budget (here 2, 2, 1 samples); else dy read
+    in place, one GEMM per sample (_product_sum). Float32, against the loop spec (float64)."""
+    from refdlrt.ops import conv as conv_mod
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((5, 4, 8, 7)).astype(np.float32)
+    g = conv_patches._geometry(x, np.zeros((c_out, 4, 3, 3), np.float32), None, 1, 1, 1)
+    dy = rng.standard_normal((5, c_out, 8, 7)).astype(np.float32)
+    assert conv_weight_grad._select_dw_route(g, np) == "patches of x"
+    if one_gemm:  # 8 samples' patches and dy copies: blocks of 2 at a quarter of it
+        monkeypatch.setitem(conv_patches._BLOCK_BYTES, "numpy", 8 * (36 + c_out) * 8 * 7 * 4)
+    sizes, per_sample = [], []
+    real_t, real_p = conv_weight_grad._transposed_product_sum, conv_weight_grad._product_sum
+
+    def spy_t(*a):
+        add, total = real_t(*a)
+        return (lambda dy_b, col: sizes.append(dy_b.shape[0]) or add(dy_b, col)), total
+
+    monkeypatch.setattr(conv_weight_grad, "_transposed_product_sum", spy_t)
+    monkeypatch.setattr(conv_weight_grad, "_product_sum", lambda *a: per_sample.append(1) or real_p(*a))
+    got = conv_mod.conv2d_weight_grad(x, dy, 3, padding=1)
+    assert (sizes == [2, 2, 1]) is one_gemm and bool(per_sample) is not one_gemm
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    _, dw, _ = conv2d_naive_backward(dy.astype(np.float64), x.astype(np.float64),
+                                     np.zeros((c_out, 4, 3, 3)), padding=1)
+    assert_close(got, dw, np.float32, scale=sum_bound(dy, x, terms=5 * 8 * 7))
 
 
 def test_weight_grad_from_dy_patches_keeps_float32_and_is_used(monkeypatch):
@@ -782,17 +813,17 @@ def test_weight_grad_from_dy_patches_with_a_partial_last_block(monkeypatch):
 
 
 def test_weight_grad_from_x_patches_in_quarter_blocks_with_a_partial_last_one(monkeypatch):
-    """The channel-major patches of x (output rows of 16 or more) take blocks of a quarter of the
-    patch budget (_CHANNEL_MAJOR_SHARE), by the size of their own patches and dy copy: with the
+    """The channel-major patches of x (output rows of 28 or more) take blocks of a quarter of the
+    patch budget (_BLOCK_SHARE), by the size of their own patches and dy copy: with the
     budget at 8 samples' worth, blocks of 2, 2, 1 for a batch of 5, stride, dilation and asymmetric
     padding; float32 in, float32 out, against the loop spec (float64)."""
     from refdlrt.ops import conv as conv_mod
 
     rng = np.random.default_rng(8)
-    x = rng.standard_normal((5, 6, 9, 18)).astype(np.float32)  # 6 x 3 x 2 = 36 > 32 rows: not "planes"
+    x = rng.standard_normal((5, 6, 9, 30)).astype(np.float32)  # 6 x 3 x 2 = 36 > 32 rows: not "planes"
     g = conv_patches._geometry(x, np.zeros((6, 6, 3, 2), np.float32), None, (2, 1), (1, 0), (1, 2))
     dy = rng.standard_normal((5, 6, *g.out_size)).astype(np.float32)
-    assert g.out_size[1] == 16 and conv_weight_grad._CHANNEL_MAJOR_SHARE == 0.25
+    assert g.out_size[1] == 28 and conv_weight_grad._BLOCK_SHARE == 0.25
     assert conv_weight_grad._select_dw_route(g, np) == "channel-major patches of x"
     patches = (6 * 3 * 2 + 6) * g.out_size[0] * g.out_size[1] * 4  # (C_in kh kw + C_out) Ho Wo float32
     monkeypatch.setitem(conv_patches._BLOCK_BYTES, "numpy", 8 * patches)

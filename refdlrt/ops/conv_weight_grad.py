@@ -4,11 +4,12 @@ With few input planes (C_in kh kw <= 32 on NumPy, a first layer) `_select_dw_rou
 channel-major patches of :mod:`refdlrt.ops.conv_planes` (`_dw_by_planes`); otherwise the
 smaller patch matrix: the patches of the shifted dy against x, for stride 1 when
 H W C_out < Ho Wo C_in (fewer output than input channels at "same" padding;
-`_dw_by_transposed_patches`), or the patches of x. Those are laid out channel-major over a block
-of samples, against dy's block transposed, one GEMM a block, where output rows are wide
-(`_channel_major_pays`: NumPy, Wo >= 16; `_dw_by_channel_major_patches`), else channels-innermost
-(`_dw_by_patches_of_x`). On the patches-of-x and patches-of-dy routes the operand that is not
-im2col'd is read in place, one GEMM per sample (`_product_sum`), except in deep layers with more
+`_dw_by_transposed_patches`), or the patches of x. Those are taken against dy's block copied
+transposed, one GEMM a block of about 3 MiB, laid out channel-major where output rows are wide
+(`_channel_major_pays`: NumPy, Wo >= 28; `_dw_by_channel_major_patches`), else channels-innermost
+as the forward's (`_dw_by_patches_of_x`; where dy is larger than the patches, C_out > C_in kh kw,
+it reads dy in place instead). The planes and patches-of-dy routes read the operand that is not
+im2col'd in place, one GEMM per sample (`_product_sum`), except in deep layers with more
 channels than pixels, where one GEMM per block keeps memory bounded. The backward of
 :mod:`refdlrt.ops.conv` takes the same routes (`_weight_grad`), so dw is the same with and
 without dx.
@@ -30,17 +31,16 @@ from .conv_planes import plane_blocks, planes_route_pays
 
 __all__ = ["conv2d_weight_grad"]
 
-# The channel-major route's blocks take this share of the patch budget (conv_patches._BLOCK_BYTES):
-# 3 MiB of its own patches on NumPy. Measured (float32, 2 threads, N = 64 unless said, 3 x 3,
+# The patches-of-x routes' blocks take this share of the patch budget (conv_patches._BLOCK_BYTES):
+# 3 MiB of their own patches and dy copy on NumPy. Measured (float32, 2 threads, N = 64 unless said, 3 x 3,
 # padding 1; ms by samples per block): 32 -> 32 at 28 x 28 16.6 / 15.8 / 16.0 / 16.9 at
 # 2 / 3 / 4 / 6 (3 taken); N = 128, 64 -> 64 at 32 x 32 125 / 133 / 145 at 1 / 2 / 4 (1).
-_CHANNEL_MAJOR_SHARE = 0.25
-# Its copy runs over rows of Wo numbers; below this width the channels-innermost patches (runs of
-# kw C_in) are as fast or faster: against them (benchmarks/ab_weight_grad.py and probes, float32,
-# N = 64), Wo = 10-12 with 6-16 channels 1.2-4.3x slower, with 32 channels 0.94-0.97x; Wo = 14:
-# 0.78x (8 -> 16, 5 x 5), 0.88-1.12x (32 -> 64, 64 -> 64, vgg_small's conv3 and conv4: no
-# gain); Wo = 16, 28, 32: 0.68-0.86x.
-_CHANNEL_MAJOR_MIN_WIDTH = 16
+_BLOCK_SHARE = 0.25
+# Its copy runs over rows of Wo numbers; below this width the channels-innermost patches of x
+# (runs of kw C_in, the same one GEMM a block) are as fast or faster. Alternated, 4 rounds,
+# float32, 3 x 3, padding 1 (channel-major / channels-innermost): Wo = 32 0.74-0.93x (N = 64 and
+# 128, 16-64 channels), 56 0.78x, 28 0.94-0.99x, 24 1.07-1.12x, 14-16 1.16-1.22x.
+_CHANNEL_MAJOR_MIN_WIDTH = 28
 
 
 def _product_sum(nb: int, A: int, P: int, K: int, dtype, xp):
@@ -86,11 +86,11 @@ def _block_planes_into(colT, xpad, g: ConvGeometry):
     return colT
 
 
-def _channel_major_blocks(g: ConvGeometry, xp, itemsize: int):
-    """Batch blocks of :func:`_dw_by_channel_major_patches`: samples whose patches and dy copy
-    ((C_in kh kw + C_out) Ho Wo numbers each) fill ``_CHANNEL_MAJOR_SHARE`` of the patch budget."""
+def _one_gemm_blocks(g: ConvGeometry, xp, itemsize: int):
+    """Batch blocks of the patches-of-x routes (one GEMM a block): samples whose patches and dy
+    copy ((C_in kh kw + C_out) Ho Wo numbers each) fill ``_BLOCK_SHARE`` of the patch budget."""
     (kh, kw), (Ho, Wo) = g.kernel, g.out_size
-    return _batch_blocks(g, xp, itemsize, share=_CHANNEL_MAJOR_SHARE,
+    return _batch_blocks(g, xp, itemsize, share=_BLOCK_SHARE,
                          sample_bytes=(g.c_in * kh * kw + g.c_out) * Ho * Wo * itemsize)
 
 
@@ -98,8 +98,8 @@ def _channel_major_pays(g: ConvGeometry, xp) -> bool:
     """True where :func:`_dw_by_channel_major_patches` is taken for the patches of x: NumPy,
     output rows of at least ``_CHANNEL_MAJOR_MIN_WIDTH``, and dy's transposed copy no larger
     than the patches (C_out <= C_in kh kw; a review measured 4 -> 256 channels at 32 x 32 1.37x
-    slower than the channels-innermost patches, which read dy in place). CuPy keeps its one big
-    block."""
+    slower than the channels-innermost patches with dy read in place). CuPy keeps the
+    channels-innermost route."""
     kh, kw = g.kernel
     return (backend_name(xp) == "numpy" and g.out_size[1] >= _CHANNEL_MAJOR_MIN_WIDTH
             and g.c_out <= g.c_in * kh * kw)
@@ -118,16 +118,17 @@ def _dw_by_channel_major_patches(dy, x, g: ConvGeometry):
 
     Both factors hold the summed axis (n, oh, ow) contiguous, the layout in which OpenBLAS runs
     this long, thin product fastest here. Blocks hold about a quarter of the other routes'
-    patch budget (3 MiB of patches and dy copy on NumPy). Against :func:`_dw_by_patches_of_x` (channels-innermost, one
-    GEMM per sample), float32, N = 64, 3 x 3, padding 1 (``benchmarks/ab_weight_grad.py``):
-    32 -> 32 channels at 28 x 28 0.78-0.86x, 16 -> 16 at 28 x 28 0.78-0.94x, N = 128, 64 -> 64
-    at 32 x 32 0.68-0.76x (taken for output rows of 16 or more: ``_CHANNEL_MAJOR_MIN_WIDTH``).
+    patch budget (3 MiB of patches and dy copy on NumPy). Against the channels-innermost patches
+    with one GEMM per sample (the patches-of-x route before the eleventh session), float32, N = 64,
+    3 x 3, padding 1 (``benchmarks/ab_weight_grad.py``): 32 -> 32 channels at 28 x 28
+    0.61-0.86x, N = 128, 64 -> 64 at 32 x 32 0.68-0.76x; against :func:`_dw_by_patches_of_x` as
+    it is now (one GEMM a block too), see ``_CHANNEL_MAJOR_MIN_WIDTH``.
     """
     xp = get_xp(dy, x)
     (kh, kw), (Hp, Wp), (Ho, Wo), (ph, pw) = g.kernel, g.padded_size, g.out_size, g.padding
     (H, W), C, O, P = g.in_size, g.c_in, g.c_out, g.out_size[0] * g.out_size[1]
     K = C * kh * kw
-    nb, blocks = _channel_major_blocks(g, xp, x.dtype.itemsize)
+    nb, blocks = _one_gemm_blocks(g, xp, x.dtype.itemsize)
     flat = [xp.zeros(C * Hp * Wp * nb, dtype=x.dtype),  # padded planes: the borders stay zero
             xp.empty(K * P * nb, dtype=x.dtype), xp.empty(O * P * nb, dtype=x.dtype)]
     total = xp.zeros((K, O), dtype=x.dtype)  # dW_mat0
@@ -149,27 +150,52 @@ def _dw_by_channel_major_patches(dy, x, g: ConvGeometry):
     return xp.ascontiguousarray(total.T).reshape(O, C, kh, kw)  # O, C, kh, kw
 
 
+def _transposed_product_sum(nb: int, A: int, P: int, K: int, dtype, xp):
+    """(add, total) as :func:`_product_sum`, but ``add(a, col)`` copies the block's a (n, A, P)
+    transposed to (A, n P) and takes one GEMM, a_T col (A, K), for the whole block: no per-sample
+    products, and a long summed axis. Pays where a is no larger than the patches (A <= K)."""
+    total = xp.zeros((A, K), dtype=dtype)
+    part = xp.empty((A, K), dtype=dtype)
+    flat = xp.empty(A * nb * P, dtype=dtype)
+
+    def add(a, col):
+        n = a.shape[0]
+        a_t = flat[: A * n * P].reshape(A, n, P)  # contiguous for a smaller last block too
+        a_t[...] = a.transpose(1, 0, 2)  # A, n, P
+        xp.matmul(a_t.reshape(A, n * P), col.reshape(n * P, K), out=part)  # A, K
+        total[...] += part
+
+    return add, total
+
+
 def _dw_by_patches_of_x(dy, x, g: ConvGeometry):
-    """dw = dY^T col, with dy read in its own NCHW layout (no transposed copy of dy).
+    """dw = dY^T col from the channels-innermost patches of x (NHWC, as the forward's im2col).
 
     Notes
     -----
-    Per sample n: dW_n = dy_n col_n, dy_n (C_out, Ho Wo) a view of dy, col_n (Ho Wo, kh kw C_in)
-    the channels-innermost patches of x (NHWC, as the forward's); one batched GEMM per block of
-    samples, then the sum over the block: dw[o, c, i, j] = sum_n dW_n[o, (i, j, c)], i.e.
-    dW_mat^T = dY^T col summed sample by sample.
+    col[(n, oh, ow), (i, j, c)] = xpad[n, sh oh + dh i, sw ow + dw j, c], dY[(n, oh, ow), o] =
+    dy[n, o, oh, ow]; dW_mat^T = dY^T col (C_out, kh kw C_in), dw[o, c, i, j] =
+    dW_mat^T[o, (i, j, c)]. Where C_out <= C_in kh kw, dy's block is copied transposed and each
+    block of about 3 MiB is one GEMM (:func:`_transposed_product_sum`, ``_one_gemm_blocks``);
+    else dy is read in place, one GEMM per sample (:func:`_product_sum`), since its copy would
+    cost more than it saves. Against one GEMM per sample everywhere (this route until the
+    eleventh session), float32, N = 64, medians of 4-5 alternated rounds: 64 -> 64 channels at
+    14 x 14 0.75x, 32 -> 64 at 14 x 14 0.81x, 6 -> 16 at 5 x 5, 14 x 14 (LeNet5's) 0.81x,
+    64 -> 64 at 8 x 8 0.53x; where C_out > C_in kh kw the copy lost: 4 -> 256 at 32 x 32 1.15x,
+    8 -> 128 at 16 x 16 1.20x.
     """
     xp = get_xp(dy, x)
     (kh, kw), (Hp, Wp), (Ho, Wo) = g.kernel, g.padded_size, g.out_size
-    C, O, K = g.c_in, g.c_out, kh * kw * g.c_in
-    nb, blocks = _batch_blocks(g, xp, x.dtype.itemsize)
+    C, O, K, P = g.c_in, g.c_out, kh * kw * g.c_in, Ho * Wo
+    one_gemm = O <= K
+    nb, blocks = (_one_gemm_blocks if one_gemm else _batch_blocks)(g, xp, x.dtype.itemsize)
+    add, dw_mat = (_transposed_product_sum if one_gemm else _product_sum)(nb, O, P, K, x.dtype, xp)
     xpad = xp.zeros((nb, Hp, Wp, C), dtype=x.dtype)  # border stays zero
     col = xp.empty((nb, Ho, Wo, kh, kw, C), dtype=x.dtype)
-    add, dw_mat = _product_sum(nb, O, Ho * Wo, K, x.dtype, xp)  # dW_mat^T: O, K
     for n0, n1 in blocks:
         n = n1 - n0
         _im2col_into(col[:n], _pad_nhwc_into(xpad[:n], x[n0:n1], g), g.stride, g.dilation)
-        add(dy[n0:n1].reshape(n, O, Ho * Wo), col[:n].reshape(n, Ho * Wo, K))  # dy in place
+        add(dy[n0:n1].reshape(n, O, P), col[:n].reshape(n, P, K))  # O, K into dw_mat
     return xp.ascontiguousarray(dw_mat.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))  # O, C, kh, kw
 
 
