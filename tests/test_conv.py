@@ -646,17 +646,19 @@ def test_weight_grad_takes_channel_major_patches_of_x_for_wide_output_rows():
     assert route(32, 32, 28, xp=types.ModuleType("cupy")) == "patches of x"
 
 
-@pytest.mark.parametrize("c_out, one_gemm", [(36, True), (37, False)])  # C_in kh kw = 4 x 3 x 3 = 36
-def test_channels_innermost_patches_copy_dy_only_where_it_is_no_larger(monkeypatch, c_out, one_gemm):
+@pytest.mark.parametrize("c_out, hw, one_gemm", [(36, (8, 7), True), (37, (8, 7), False),  # K = 4 x 3 x 3 = 36
+                                                 (30, (5, 5), False)])  # more channels than pixels
+def test_channels_innermost_patches_copy_dy_only_where_it_is_no_larger(monkeypatch, c_out, hw, one_gemm):
     """The channels-innermost patches of x: one GEMM a block against dy's block transposed where
-    C_out <= C_in kh kw, in blocks of a quarter of the budget (here 2, 2, 1 samples); else dy read
-    in place, one GEMM per sample (_product_sum). Float32, against the loop spec (float64)."""
+    C_out <= C_in kh kw and C_out <= Ho Wo, in blocks of a quarter of the budget (here 2, 2, 1
+    samples); else _product_sum (dy in place per sample, or its one GEMM a block of the whole
+    budget with more channels than pixels). Float32, against the loop spec (float64)."""
     from refdlrt.ops import conv as conv_mod
 
     rng = np.random.default_rng(9)
-    x = rng.standard_normal((5, 4, 8, 7)).astype(np.float32)
+    x = rng.standard_normal((5, 4, *hw)).astype(np.float32)
     g = conv_patches._geometry(x, np.zeros((c_out, 4, 3, 3), np.float32), None, 1, 1, 1)
-    dy = rng.standard_normal((5, c_out, 8, 7)).astype(np.float32)
+    dy = rng.standard_normal((5, c_out, *hw)).astype(np.float32)
     assert conv_weight_grad._select_dw_route(g, np) == "patches of x"
     if one_gemm:  # 8 samples' patches and dy copies: blocks of 2 at a quarter of it
         monkeypatch.setitem(conv_patches._BLOCK_BYTES, "numpy", 8 * (36 + c_out) * 8 * 7 * 4)
@@ -670,11 +672,11 @@ def test_channels_innermost_patches_copy_dy_only_where_it_is_no_larger(monkeypat
     monkeypatch.setattr(conv_weight_grad, "_transposed_product_sum", spy_t)
     monkeypatch.setattr(conv_weight_grad, "_product_sum", lambda *a: per_sample.append(1) or real_p(*a))
     got = conv_mod.conv2d_weight_grad(x, dy, 3, padding=1)
-    assert (sizes == [2, 2, 1]) is one_gemm and bool(per_sample) is not one_gemm
+    assert sizes == ([2, 2, 1] if one_gemm else []) and bool(per_sample) is not one_gemm
     assert got.dtype == np.float32 and got.flags.c_contiguous
     _, dw, _ = conv2d_naive_backward(dy.astype(np.float64), x.astype(np.float64),
                                      np.zeros((c_out, 4, 3, 3)), padding=1)
-    assert_close(got, dw, np.float32, scale=sum_bound(dy, x, terms=5 * 8 * 7))
+    assert_close(got, dw, np.float32, scale=sum_bound(dy, x, terms=5 * hw[0] * hw[1]))
 
 
 def test_weight_grad_from_dy_patches_keeps_float32_and_is_used(monkeypatch):

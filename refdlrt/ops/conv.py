@@ -38,7 +38,8 @@ writes NCHW directly, in its forward and its kernel gradient (:mod:`refdlrt.ops.
 The batch is processed in blocks of a few samples, so the patch matrices live in
 reused, cache-sized buffers (one big im2col buffer costs more in page faults and
 memory traffic than its GEMM). Only ``xp.`` calls are used: the code runs
-unchanged on CuPy, where one block holds the whole batch.
+unchanged on CuPy, whose blocks are far larger (2 GiB of patches, a quarter of it for the
+kernel gradient's patches of x).
 """
 
 from __future__ import annotations

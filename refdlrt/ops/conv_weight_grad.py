@@ -4,13 +4,14 @@ With few input planes (C_in kh kw <= 32 on NumPy, a first layer) `_select_dw_rou
 channel-major patches of :mod:`refdlrt.ops.conv_planes` (`_dw_by_planes`); otherwise the
 smaller patch matrix: the patches of the shifted dy against x, for stride 1 when
 H W C_out < Ho Wo C_in (fewer output than input channels at "same" padding;
-`_dw_by_transposed_patches`), or the patches of x. Those are taken against dy's block copied
-transposed, one GEMM a block of about 3 MiB, laid out channel-major where output rows are wide
-(`_channel_major_pays`: NumPy, Wo >= 28; `_dw_by_channel_major_patches`), else channels-innermost
-as the forward's (`_dw_by_patches_of_x`; where dy is larger than the patches, C_out > C_in kh kw,
-it reads dy in place instead). The planes and patches-of-dy routes read the operand that is not
-im2col'd in place, one GEMM per sample (`_product_sum`), except in deep layers with more
-channels than pixels, where one GEMM per block keeps memory bounded. The backward of
+`_dw_by_transposed_patches`), or the patches of x. Those are laid out channel-major where output
+rows are wide (`_channel_major_pays`: NumPy, Wo >= 28; `_dw_by_channel_major_patches`), else
+channels-innermost as the forward's (`_dw_by_patches_of_x`), and taken against dy's block copied
+transposed, one GEMM a block of a quarter of the patch budget (3 MiB on NumPy), where C_out is
+no larger than C_in kh kw and Ho Wo. Otherwise, and on the planes and patches-of-dy routes, the
+operand that is not im2col'd is read in place, one GEMM per sample (`_product_sum`), except in
+deep layers with more channels than pixels, where a transposed copy and one GEMM per block of the
+whole budget keep memory bounded. The backward of
 :mod:`refdlrt.ops.conv` takes the same routes (`_weight_grad`), so dw is the same with and
 without dx.
 """
@@ -32,9 +33,11 @@ from .conv_planes import plane_blocks, planes_route_pays
 __all__ = ["conv2d_weight_grad"]
 
 # The patches-of-x routes' blocks take this share of the patch budget (conv_patches._BLOCK_BYTES):
-# 3 MiB of their own patches and dy copy on NumPy. Measured (float32, 2 threads, N = 64 unless said, 3 x 3,
-# padding 1; ms by samples per block): 32 -> 32 at 28 x 28 16.6 / 15.8 / 16.0 / 16.9 at
-# 2 / 3 / 4 / 6 (3 taken); N = 128, 64 -> 64 at 32 x 32 125 / 133 / 145 at 1 / 2 / 4 (1).
+# 3 MiB of their own patches and dy copy on NumPy. Measured (float32, 2 threads, N = 64 unless
+# said, 3 x 3, padding 1; ms by samples per block), channel-major: 32 -> 32 at 28 x 28
+# 16.6 / 15.8 / 16.0 / 16.9 at 2 / 3 / 4 / 6 (3 taken); N = 128, 64 -> 64 at 32 x 32
+# 125 / 133 / 145 at 1 / 2 / 4 (1); channels-innermost: 64 -> 64 at 14 x 14 9.1-12.5 /
+# 9.6-12.3 / 10.3-10.4 at 6 / 8 / 13 (6), 32 -> 64 at 14 x 14 5.5-6.4 / 4.8-6.1 / 4.7-5.9 (13).
 _BLOCK_SHARE = 0.25
 # Its copy runs over rows of Wo numbers; below this width the channels-innermost patches of x
 # (runs of kw C_in, the same one GEMM a block) are as fast or faster. Alternated, 4 rounds,
@@ -175,10 +178,13 @@ def _dw_by_patches_of_x(dy, x, g: ConvGeometry):
     -----
     col[(n, oh, ow), (i, j, c)] = xpad[n, sh oh + dh i, sw ow + dw j, c], dY[(n, oh, ow), o] =
     dy[n, o, oh, ow]; dW_mat^T = dY^T col (C_out, kh kw C_in), dw[o, c, i, j] =
-    dW_mat^T[o, (i, j, c)]. Where C_out <= C_in kh kw, dy's block is copied transposed and each
-    block of about 3 MiB is one GEMM (:func:`_transposed_product_sum`, ``_one_gemm_blocks``);
-    else dy is read in place, one GEMM per sample (:func:`_product_sum`), since its copy would
-    cost more than it saves. Against one GEMM per sample everywhere (this route until the
+    dW_mat^T[o, (i, j, c)]. Where C_out <= C_in kh kw and C_out <= Ho Wo, dy's block is copied
+    transposed and each block of a quarter of the budget (3 MiB on NumPy) is one GEMM
+    (:func:`_transposed_product_sum`, ``_one_gemm_blocks``); else :func:`_product_sum` on blocks
+    of the whole budget: dy read in place, one GEMM per sample, where its copy would cost more
+    than it saves, or, with more channels than pixels, its transposed copy and one GEMM a block
+    (quarter blocks were 1.12-1.36x slower there, each adding an (C_out, K) product larger than
+    the block: 512 -> 512 at 4 x 4, 128 -> 128 at 2 x 2). Against one GEMM per sample everywhere (this route until the
     eleventh session), float32, N = 64, medians of 4-5 alternated rounds: 64 -> 64 channels at
     14 x 14 0.75x, 32 -> 64 at 14 x 14 0.81x, 6 -> 16 at 5 x 5, 14 x 14 (LeNet5's) 0.81x,
     64 -> 64 at 8 x 8 0.53x; where C_out > C_in kh kw the copy lost: 4 -> 256 at 32 x 32 1.15x,
@@ -187,7 +193,7 @@ def _dw_by_patches_of_x(dy, x, g: ConvGeometry):
     xp = get_xp(dy, x)
     (kh, kw), (Hp, Wp), (Ho, Wo) = g.kernel, g.padded_size, g.out_size
     C, O, K, P = g.c_in, g.c_out, kh * kw * g.c_in, Ho * Wo
-    one_gemm = O <= K
+    one_gemm = O <= min(K, P)
     nb, blocks = (_one_gemm_blocks if one_gemm else _batch_blocks)(g, xp, x.dtype.itemsize)
     add, dw_mat = (_transposed_product_sum if one_gemm else _product_sum)(nb, O, P, K, x.dtype, xp)
     xpad = xp.zeros((nb, Hp, Wp, C), dtype=x.dtype)  # border stays zero
@@ -300,9 +306,10 @@ def conv2d_weight_grad(x, dy, kernel_size, *, stride=1, padding=0, dilation=1):
     C_in kh kw <= 32 on NumPy (:func:`_dw_by_planes`), or, with stride 1 when
     H W C_out < Ho Wo C_in, from dy (:func:`_dw_by_transposed_patches`; the smaller copy), else
     from x again: channel-major over blocks of samples where output rows are wide
-    (:func:`_dw_by_channel_major_patches`, dy's block copied transposed), or channels-innermost
-    (:func:`_dw_by_patches_of_x`). :func:`_select_dw_route` picks; where a route reads dy or x
-    in place (:func:`_product_sum`), a non-contiguous input is copied once by its reshape.
+    (:func:`_dw_by_channel_major_patches`) or channels-innermost (:func:`_dw_by_patches_of_x`),
+    against dy's block copied transposed where that pays. :func:`_select_dw_route` picks; where a
+    route reads dy or x in place (:func:`_product_sum`), a non-contiguous input is copied once by
+    its reshape.
     """
     kh, kw = pair(kernel_size, "kernel_size")
     for a, name, layout in ((x, "x", "N, C_in, H, W"), (dy, "dy", "N, C_out, H_out, W_out")):
