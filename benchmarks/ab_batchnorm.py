@@ -5,7 +5,7 @@ Usage:  git worktree add /tmp/old <commit>
 
 At vgg_small's batch-norm shapes (N = 64: 32 channels at 28 x 28, 64 at 14 x 14; float32, 2
 threads, training mode with running statistics), each checkout's ``refdlrt.ops.batchnorm`` is
-imported under a package name of its own (:func:`ab_integrator.load`'s way), so both see the same
+imported under a package name of its own (``checkouts.import_checkout``), so both see the same
 phase of the machine. Each round times each checkout's forward and backward (median of 15 calls,
 the order alternating between rounds); prints per shape the medians over the rounds and
 PyTorch's forward and forward + backward (``F.batch_norm``, autograd) in the same process.
@@ -14,35 +14,12 @@ PyTorch's forward and forward + backward (``F.batch_norm``, autograd) in the sam
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
-import os
 import sys
-import time
 
 import numpy as np
+from checkouts import import_checkout, median_ms  # benchmarks/: this script's folder
 
 SHAPES = ((64, 32, 28, 28), (64, 64, 14, 14))  # vgg_small's bn1/bn2 and bn3/bn4 inputs
-
-
-def load(name: str, root: str):
-    """``root``'s ``refdlrt.ops.batchnorm``, its package imported as ``name``."""
-    init = os.path.join(os.path.abspath(root), "refdlrt", "__init__.py")
-    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[os.path.dirname(init)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return importlib.import_module(f"{name}.ops.batchnorm")
-
-
-def median_ms(f, repeats: int = 15) -> float:
-    f()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
 
 
 def main() -> int:
@@ -50,7 +27,7 @@ def main() -> int:
     p.add_argument("roots", nargs=2, help="the two checkouts to compare")
     p.add_argument("--rounds", type=int, default=4)
     a = p.parse_args()
-    mods = [load(f"refdlrt_ab{i}", root) for i, root in enumerate(a.roots)]
+    mods = [import_checkout(f"refdlrt_ab{i}", root, "ops.batchnorm") for i, root in enumerate(a.roots)]
     rng = np.random.default_rng(0)
     for shape in SHAPES:
         C = shape[1]
@@ -62,8 +39,8 @@ def main() -> int:
             for i in (range(len(mods)) if r % 2 == 0 else reversed(range(len(mods)))):
                 bn = mods[i]
                 cache = bn.batchnorm2d_forward(x, gamma, beta, *stats)[1]
-                times[i][0].append(median_ms(lambda: bn.batchnorm2d_forward(x, gamma, beta, *stats)))
-                times[i][1].append(median_ms(lambda: bn.batchnorm2d_backward(dy, cache)))
+                times[i][0].append(median_ms(lambda: bn.batchnorm2d_forward(x, gamma, beta, *stats), 15))
+                times[i][1].append(median_ms(lambda: bn.batchnorm2d_backward(dy, cache), 15))
         line = "  ".join(f"{root}: fwd {np.median(f):.2f} bwd {np.median(b):.2f}"
                          for root, (f, b) in zip(a.roots, times))
         print(f"{shape}  {line}  | {torch_times(x, dy, gamma, beta, stats)}", flush=True)
@@ -83,8 +60,8 @@ def torch_times(x, dy, gamma, beta, stats) -> str:
     def forward():
         return torch.nn.functional.batch_norm(tx, rm, rv, tg, tb, training=True)
 
-    fwd = median_ms(lambda: forward().detach())
-    both = median_ms(lambda: torch.autograd.grad(forward(), (tx, tg, tb), tdy))
+    fwd = median_ms(lambda: forward().detach(), 15)
+    both = median_ms(lambda: torch.autograd.grad(forward(), (tx, tg, tb), tdy), 15)
     return f"torch fwd {fwd:.2f}, fwd+bwd {both:.2f} ms"
 
 

@@ -21,21 +21,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 import time
 
 import numpy as np
+from checkouts import import_checkout  # benchmarks/: this script's folder
 
 
 def load(name: str, root: str) -> dict:
     """The modules the step needs, from ``root``'s refdlrt imported as package ``name``."""
-    init = os.path.join(os.path.abspath(root), "refdlrt", "__init__.py")
-    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[os.path.dirname(init)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
+    init = import_checkout(name, root).__file__
     mods = {k: importlib.import_module(f"{name}.{k}")
             for k in ("dlrt.integrator", "nn.lowrank_projectors", "tensor.tucker")}
     if os.path.exists(os.path.join(os.path.dirname(init), "dlrt", "matrix_step.py")):
