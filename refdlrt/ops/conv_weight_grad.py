@@ -39,10 +39,11 @@ __all__ = ["conv2d_weight_grad"]
 # 125 / 133 / 145 at 1 / 2 / 4 (1); channels-innermost: 64 -> 64 at 14 x 14 9.1-12.5 /
 # 9.6-12.3 / 10.3-10.4 at 6 / 8 / 13 (6), 32 -> 64 at 14 x 14 5.5-6.4 / 4.8-6.1 / 4.7-5.9 (13).
 _BLOCK_SHARE = 0.25
-# Its copy runs over rows of Wo numbers; below this width the channels-innermost patches of x
-# (runs of kw C_in, the same one GEMM a block) are as fast or faster. Alternated, 4 rounds,
-# float32, 3 x 3, padding 1 (channel-major / channels-innermost): Wo = 32 0.74-0.93x (N = 64 and
-# 128, 16-64 channels), 56 0.78x, 28 0.94-0.99x, 24 1.07-1.12x, 14-16 1.16-1.22x.
+# The channel-major patches' copy runs over rows of Wo numbers; below this width the
+# channels-innermost patches of x (runs of kw C_in, the same one GEMM a block) are as fast or
+# faster. Alternated, 4 rounds, float32, 3 x 3, padding 1 (channel-major / channels-innermost):
+# Wo = 32 0.74-0.93x (N = 64 and 128, 16-64 channels), 56 0.78x, 28 0.94-0.99x, 24 1.07-1.12x,
+# 14-16 1.16-1.22x.
 _CHANNEL_MAJOR_MIN_WIDTH = 28
 
 
@@ -184,9 +185,10 @@ def _dw_by_patches_of_x(dy, x, g: ConvGeometry):
     of the whole budget: dy read in place, one GEMM per sample, where its copy would cost more
     than it saves, or, with more channels than pixels, its transposed copy and one GEMM a block
     (quarter blocks were 1.12-1.36x slower there, each adding an (C_out, K) product larger than
-    the block: 512 -> 512 at 4 x 4, 128 -> 128 at 2 x 2). Against one GEMM per sample everywhere (this route until the
-    eleventh session), float32, N = 64, medians of 4-5 alternated rounds: 64 -> 64 channels at
-    14 x 14 0.75x, 32 -> 64 at 14 x 14 0.81x, 6 -> 16 at 5 x 5, 14 x 14 (LeNet5's) 0.81x,
+    the block: 512 -> 512 at 4 x 4, 128 -> 128 at 2 x 2). Against one GEMM per sample everywhere
+    (this route until the eleventh session), float32, N = 64, medians of 4-5 alternated rounds:
+    64 -> 64 channels at 14 x 14 0.75x, 32 -> 64 at 14 x 14 0.81x, 6 -> 16 at 5 x 5, 14 x 14
+    (LeNet5's) 0.81x,
     64 -> 64 at 8 x 8 0.53x; where C_out > C_in kh kw the copy lost: 4 -> 256 at 32 x 32 1.15x,
     8 -> 128 at 16 x 16 1.20x.
     """
