@@ -24,15 +24,25 @@ from refdlrt.training.datasets import load_dataset
 from refdlrt.training.trainer import Trainer
 
 
+def checkpoint_pair(checkpoint: str, data=None) -> tuple:
+    """(dense, tdlrt) trainers: the TDLRT run of ``checkpoint`` (its weights, ranks and optimizer
+    state) set to its last rank-adaptive epoch, and a dense trainer of its configuration with
+    ``method="dense"``. ``data``: the run's dataset (default: loaded by the name in its
+    configuration). Shared with run.py's "settled" section."""
+    if data is None:
+        data = load_dataset(Trainer.read_meta(checkpoint)["config"]["data"])
+    td = Trainer.load(checkpoint, data)
+    td.epoch = max(td.cfg.warmup_epochs, td.cfg.epochs - td.cfg.finetune_epochs - 1)  # adaptive
+    de = Trainer(dataclasses.replace(td.cfg, method="dense", ranks={}, layer_r_max={}), data)
+    return de, td
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="checkpoint.npz of a finished TDLRT run on the embedded data")
     p.add_argument("--steps", type=int, default=80)
     a = p.parse_args()
-    data = load_dataset(Trainer.read_meta(a.checkpoint)["config"]["data"])
-    td = Trainer.load(a.checkpoint, data)
-    td.epoch = max(td.cfg.warmup_epochs, td.cfg.epochs - td.cfg.finetune_epochs - 1)  # adaptive
-    de = Trainer(dataclasses.replace(td.cfg, method="dense", ranks={}, layer_r_max={}), data)
+    de, td = checkpoint_pair(a.checkpoint)
     print("ranks before", td.ranks())
     rng, seconds = np.random.default_rng(2), {"dense": [], "tdlrt": []}
     for i in range(a.steps + 3):

@@ -1,6 +1,6 @@
 """Issue 14's performance benchmarks in one command: one table at the end, and JSON.
 
-Usage:  python benchmarks/run.py [--quick] [--only steps,breakdown,layer,torch,memory,conv]
+Usage:  python benchmarks/run.py [--quick] [--only steps,settled,breakdown,layer,torch,memory,conv]
                                  [--threads T] [--json PATH]
 
 Sections (``--only`` picks some; ``--quick`` shrinks every size for a smoke test of < 1 min):
@@ -12,6 +12,14 @@ steps      one epoch of ``Trainer(TrainConfig(model, method, epochs=1))`` on the
            in turn on the same batches (lr / 2, still rank-adaptive): "il." columns (these
            alternate between two models, so caches are colder, which costs the smaller
            LeNet5 steps more). Targets tdlrt / dense: vgg_small <= 0.8, lenet5 <= 1.5.
+           A one-epoch run anneals its learning rate within the epoch, so its ranks are those of
+           a short run, not yet the settled ranks of a CLI-default run (vgg_small's fc1 18 against 11).
+settled    the same targets "once the ranks have settled" (the issue's words): paired steps of
+           the TDLRT trainer of a full CLI-default run (``refdlrt train --model M``, 15 epochs),
+           loaded from its committed checkpoint (``benchmarks/settled/M.npz``, provenance in
+           ``benchmarks/settled/README.md``), and a dense trainer of the same configuration, in
+           turn on the same batches at lr / 200 (so that the ranks stay where training left
+           them; ``final_ranks.checkpoint_pair``, as ``final_ranks.py``).
 breakdown  one TDLRT step (vgg_small, lenet5) after an epoch, split into forward (+ loss),
            backward, projections (``project``/``k_gradient``/``norm`` of each layer's
            projector), integrator
@@ -53,7 +61,7 @@ import sys
 import time
 import tracemalloc
 
-SECTIONS = ("steps", "breakdown", "layer", "torch", "memory", "conv")
+SECTIONS = ("steps", "settled", "breakdown", "layer", "torch", "memory", "conv")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -80,7 +88,8 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
 
 import numpy as np
-from layer_bench import layer_flops, time_layer  # benchmarks/ is the script's folder
+from final_ranks import checkpoint_pair  # benchmarks/ is the script's folder
+from layer_bench import layer_flops, time_layer
 from machine import cpu_busy_seconds, git_commit
 
 from refdlrt.backend import to_numpy
@@ -146,9 +155,10 @@ def trained(model, method, data, train_size):
 
 
 # -- steps -------------------------------------------------------------------------------------
-def interleaved_steps(trainers: dict, n: int, seed: int = 2) -> dict:
+def interleaved_steps(trainers: dict, n: int, seed: int = 2, lr_factor: float = 0.5) -> dict:
     """Seconds of ``n`` steady-state steps of each trainer, taken in turn on the same batches
-    (dense, tdlrt, dense, ...), so that a slow moment of the machine hits both alike."""
+    (dense, tdlrt, dense, ...), so that a slow moment of the machine hits both alike, at the
+    learning rate ``lr_factor`` times the configured one."""
     rng, out = np.random.default_rng(seed), {k: [] for k in trainers}
     for tr in trainers.values():
         tr.epoch = tr.cfg.epochs - 1  # still rank-adaptive (after the last epoch: fixed rank)
@@ -159,7 +169,7 @@ def interleaved_steps(trainers: dict, n: int, seed: int = 2) -> dict:
             xb = tr.xp.asarray(tr.data.x_train[idx], dtype=tr.dtype)
             yb = tr.xp.asarray(tr.data.y_train[idx])
             t0 = time.perf_counter()
-            tr.train_step(xb, yb, tr.cfg.lr / 2)
+            tr.train_step(xb, yb, tr.cfg.lr * lr_factor)
             out[k].append(time.perf_counter() - t0)
     return out
 
@@ -204,6 +214,42 @@ def section_steps(data, quick):
                 ["model", "dense", "tdlrt", "ratio", "target", "other", "dense il.", "tdlrt il.",
                  "ratio il.", "paired", "params", "final ranks"], rows)
     return res, checks, trainers
+
+
+# -- settled -----------------------------------------------------------------------------------
+SETTLED = os.path.join(HERE, "settled")  # checkpoints of full CLI-default runs, one per model
+
+
+def section_settled(data, quick):
+    """Paired steps at the ranks of a full CLI-default run (module docstring, "settled")."""
+    n, targets = (6 if quick else 80), {"lenet5": 1.5, "vgg_small": 0.8}
+    res, rows, checks = {}, [], []
+    for model in MODELS:
+        path = os.path.join(SETTLED, f"{model}.npz")
+        pair = dict(zip(("dense", "tdlrt"), checkpoint_pair(path, data)))
+        ranks_before = pair["tdlrt"].ranks()
+        for _ in range(3):  # warm-up, off the clock
+            interleaved_steps(pair, 1, seed=1, lr_factor=1 / 200)
+        with OtherLoad() as load:
+            seconds = interleaved_steps(pair, n, lr_factor=1 / 200)
+        r = {m: dict(ms=median_ms(seconds[m])) for m in pair}
+        r.update(paired_ratio=float(np.median(np.array(seconds["tdlrt"]) / np.array(seconds["dense"]))),
+                 target=targets[model], other=load.share, ranks=pair["tdlrt"].ranks(),
+                 ranks_moved=pair["tdlrt"].ranks() != ranks_before, checkpoint=os.path.relpath(path, HERE),
+                 lowrank_param_fraction=pair["tdlrt"].counts()["lowrank_param_fraction"])
+        res[model] = r
+        ranks = "; ".join(f"{k} {','.join(map(str, v))}" for k, v in r["ranks"].items())
+        rows.append([model, f"{r['dense']['ms']:.1f}", f"{r['tdlrt']['ms']:.1f}",
+                     f"{r['paired_ratio']:.2f}", f"<= {r['target']}", f"{load.share:.0%}",
+                     f"{r['lowrank_param_fraction']:.1%}",
+                     ranks + (" (moved while timed)" if r["ranks_moved"] else "")])
+        checks.append(check(f"settled: {model} tdlrt / dense, paired", r["paired_ratio"],
+                            r["target"], load.share))
+    print_table(f"settled (ms per training step at the ranks of a full CLI-default run, "
+                f"benchmarks/settled/: medians of {n} steps of each, in turn on the same batches, "
+                f"lr / 200; paired = median of the {n} ratios tdlrt / dense of one batch)",
+                ["model", "dense", "tdlrt", "paired", "target", "other", "params", "ranks"], rows)
+    return res, checks
 
 
 # -- breakdown ---------------------------------------------------------------------------------
@@ -531,12 +577,13 @@ def main() -> int:
           f"{info['numpy']}, torch {info['torch'] or 'not installed'}\nnumpy BLAS: {info['blas']}"
           + ("\n--quick: tiny sizes, the numbers mean nothing" if ARGS.quick else ""), flush=True)
     quick, only = ARGS.quick, ARGS.only
-    data = load_data(quick) if {"steps", "breakdown", "torch"} & set(only) else None
+    data = load_data(quick) if {"steps", "settled", "breakdown", "torch"} & set(only) else None
     results, checks, trainers = {}, [], {}
     if "steps" in only:
         results["steps"], c, trainers = section_steps(data, quick)
         checks += c
-    runs = dict(breakdown=lambda: section_breakdown(data, quick, trainers),
+    runs = dict(settled=lambda: section_settled(data, quick),
+                breakdown=lambda: section_breakdown(data, quick, trainers),
                 layer=lambda: section_layer(quick), torch=lambda: section_torch(data, quick),
                 memory=lambda: section_memory(quick), conv=lambda: section_conv(quick))
     for name in SECTIONS[1:]:
