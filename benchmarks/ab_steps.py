@@ -5,8 +5,9 @@ Usage:  git worktree add /tmp/old <commit>
         python benchmarks/ab_steps.py /tmp/old . [--model lenet5] [--steps 40] [--rounds 3]
 
 Each round runs ``--child`` once per checkout, in that order. A child imports refdlrt from its
-checkout, builds a dense and a TDLRT trainer (CLI defaults, the TDLRT ranks fixed at those the
-defaults settle at after one epoch, from a run.py run of 2026-11-30) and times
+checkout, builds a dense and a TDLRT trainer (CLI defaults, the TDLRT ranks fixed at those a
+one-epoch run of the defaults ends at, ``ONE_EPOCH_RANKS``, from a run.py run of 2026-11-30; a full
+15-epoch run settles lower, see benchmarks/settled/README.md) and times
 ``train_step`` on the same random batches, dense and TDLRT in turn, after 3 warm-up steps. It
 prints the medians and their ratio. ``--model layer`` times run.py's one-layer measurement
 instead (``layer_bench.time_layer``, 64 -> 64, N = 128, 32 x 32, at r = 8 and 16; ``--steps``
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 
-SETTLED_RANKS = {
+ONE_EPOCH_RANKS = {
     "lenet5": {"conv2": (12, 6, 5, 5), "fc1": (19, 19), "fc2": (18, 18)},
     "vgg_small": {"conv2": (15, 15, 3, 3), "conv3": (17, 16, 3, 3), "conv4": (16, 16, 3, 3),
                   "fc1": (18, 18)},
@@ -81,7 +82,7 @@ def child(root: str, model: str, steps: int) -> None:
 
     data = load_embedded_mnist()
     trainers = {m: Trainer(TrainConfig(model=model, method=m,
-                                       ranks=SETTLED_RANKS[model] if m == "tdlrt" else None), data)
+                                       ranks=ONE_EPOCH_RANKS[model] if m == "tdlrt" else None), data)
                 for m in ("dense", "tdlrt")}
     seconds = step_seconds(trainers, data, steps)
     dense, tdlrt = (1e3 * float(np.median(seconds[m])) for m in ("dense", "tdlrt"))
@@ -92,7 +93,7 @@ def child(root: str, model: str, steps: int) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("roots", nargs="*", help="checkouts to compare")
-    p.add_argument("--model", default="lenet5", choices=sorted(SETTLED_RANKS) + ["layer"])
+    p.add_argument("--model", default="lenet5", choices=sorted(ONE_EPOCH_RANKS) + ["layer"])
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ab_steps import SETTLED_RANKS, step_seconds  # noqa: E402
+from ab_steps import ONE_EPOCH_RANKS, step_seconds  # noqa: E402
 
 import refdlrt.training.trainer as trainer_mod  # noqa: E402
 from refdlrt.training.datasets import load_embedded_mnist  # noqa: E402
@@ -43,13 +43,13 @@ def projections_only(Y, grad, lr, tau, *, velocity=None, **_):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="vgg_small", choices=sorted(SETTLED_RANKS))
+    p.add_argument("--model", default="vgg_small", choices=sorted(ONE_EPOCH_RANKS))
     p.add_argument("--steps", type=int, default=40)
     a = p.parse_args()
     data = load_embedded_mnist()
     kinds = ("dense", "tdlrt", "tdlrt, integrator free")
     trainers = {k: Trainer(TrainConfig(model=a.model, method="dense" if k == "dense" else "tdlrt",
-                                       ranks=None if k == "dense" else SETTLED_RANKS[a.model]), data)
+                                       ranks=None if k == "dense" else ONE_EPOCH_RANKS[a.model]), data)
                 for k in kinds}
     real_step = trainer_mod.tdlrt_step
 

@@ -155,13 +155,16 @@ def trained(model, method, data, train_size):
 
 
 # -- steps -------------------------------------------------------------------------------------
-def interleaved_steps(trainers: dict, n: int, seed: int = 2, lr_factor: float = 0.5) -> dict:
+def interleaved_steps(trainers: dict, n: int, seed: int = 2, lr_factor: float = 0.5,
+                      last_epoch: bool = True) -> dict:
     """Seconds of ``n`` steady-state steps of each trainer, taken in turn on the same batches
     (dense, tdlrt, dense, ...), so that a slow moment of the machine hits both alike, at the
-    learning rate ``lr_factor`` times the configured one."""
+    learning rate ``lr_factor`` times the configured one; ``last_epoch``: first set each
+    trainer to its last epoch (else: leave the epoch the caller set)."""
     rng, out = np.random.default_rng(seed), {k: [] for k in trainers}
     for tr in trainers.values():
-        tr.epoch = tr.cfg.epochs - 1  # still rank-adaptive (after the last epoch: fixed rank)
+        if last_epoch:
+            tr.epoch = tr.cfg.epochs - 1  # still rank-adaptive (after the last epoch: fixed rank)
     for _ in range(n):
         some = next(iter(trainers.values()))
         idx = np.sort(rng.choice(len(some.data.y_train), some.cfg.batch_size, replace=False))
@@ -228,10 +231,11 @@ def section_settled(data, quick):
         path = os.path.join(SETTLED, f"{model}.npz")
         pair = dict(zip(("dense", "tdlrt"), checkpoint_pair(path, data)))
         ranks_before = pair["tdlrt"].ranks()
-        for _ in range(3):  # warm-up, off the clock
-            interleaved_steps(pair, 1, seed=1, lr_factor=1 / 200)
+        # the epoch checkpoint_pair set: the run's last rank-adaptive one (before any fine-tune
+        # epochs, whose fixed-rank steps skip augment and truncate)
+        interleaved_steps(pair, 3, seed=1, lr_factor=1 / 200, last_epoch=False)  # warm-up
         with OtherLoad() as load:
-            seconds = interleaved_steps(pair, n, lr_factor=1 / 200)
+            seconds = interleaved_steps(pair, n, lr_factor=1 / 200, last_epoch=False)
         r = {m: dict(ms=median_ms(seconds[m])) for m in pair}
         r.update(paired_ratio=float(np.median(np.array(seconds["tdlrt"]) / np.array(seconds["dense"]))),
                  target=targets[model], other=load.share, ranks=pair["tdlrt"].ranks(),
