@@ -29,13 +29,15 @@ ONE_EPOCH_RANKS = {
 }
 
 
-def step_seconds(trainers: dict, data, steps: int, before=None) -> dict:
-    """Seconds of ``train_step`` per trainer: the same random batches (seed 0) for all, taken in
-    turn, after 3 warm-up steps; ``before(name)`` runs before each trainer's step, off the clock
-    (shared with integrator_bound.py)."""
+def step_seconds(trainers: dict, data, steps: int, before=None, *, lr_factor: float = 0.5,
+                 seed: int = 0) -> dict:
+    """Seconds of ``train_step`` per trainer: the same random batches (``seed``) for all, taken in
+    turn, after 3 warm-up steps, at ``lr_factor`` times the configured learning rate;
+    ``before(name)`` runs before each trainer's step, off the clock (shared with
+    integrator_bound.py, width_scaling.py, final_ranks.py and run.py's "settled" section)."""
     import numpy as np
 
-    rng, seconds = np.random.default_rng(0), {m: [] for m in trainers}
+    rng, seconds = np.random.default_rng(seed), {m: [] for m in trainers}
     batch = next(iter(trainers.values())).cfg.batch_size
     for i in range(steps + 3):
         idx = np.sort(rng.choice(len(data.y_train), batch, replace=False))
@@ -44,7 +46,7 @@ def step_seconds(trainers: dict, data, steps: int, before=None) -> dict:
             if before is not None:
                 before(m)
             t0 = time.perf_counter()
-            tr.train_step(xb, yb, tr.cfg.lr / 2)
+            tr.train_step(xb, yb, tr.cfg.lr * lr_factor)
             if i >= 3:
                 seconds[m].append(time.perf_counter() - t0)
     return seconds

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 
 import numpy as np
+from ab_steps import step_seconds  # benchmarks/: this script's folder
 
 from refdlrt.training.datasets import load_dataset
 from refdlrt.training.trainer import Trainer
@@ -44,15 +44,7 @@ def main() -> int:
     a = p.parse_args()
     de, td = checkpoint_pair(a.checkpoint)
     print("ranks before", td.ranks())
-    rng, seconds = np.random.default_rng(2), {"dense": [], "tdlrt": []}
-    for i in range(a.steps + 3):
-        idx = np.sort(rng.choice(len(td.data.y_train), td.cfg.batch_size, replace=False))
-        for m, tr in (("dense", de), ("tdlrt", td)):
-            xb, yb = np.asarray(tr.data.x_train[idx], dtype=np.float32), tr.data.y_train[idx]
-            t0 = time.perf_counter()
-            tr.train_step(xb, yb, tr.cfg.lr / 200)
-            if i >= 3:
-                seconds[m].append(time.perf_counter() - t0)
+    seconds = step_seconds({"dense": de, "tdlrt": td}, td.data, a.steps, lr_factor=1 / 200, seed=2)
     ratios = np.array(seconds["tdlrt"]) / np.array(seconds["dense"])
     print(f"{td.cfg.model}: dense {1e3 * np.median(seconds['dense']):.1f} ms, "
           f"tdlrt {1e3 * np.median(seconds['tdlrt']):.1f} ms, paired {np.median(ratios):.3f}")

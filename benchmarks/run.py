@@ -88,7 +88,8 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
 
 import numpy as np
-from final_ranks import checkpoint_pair  # benchmarks/ is the script's folder
+from ab_steps import step_seconds  # benchmarks/ is the script's folder
+from final_ranks import checkpoint_pair
 from layer_bench import layer_flops, time_layer
 from machine import cpu_busy_seconds, git_commit
 
@@ -155,16 +156,12 @@ def trained(model, method, data, train_size):
 
 
 # -- steps -------------------------------------------------------------------------------------
-def interleaved_steps(trainers: dict, n: int, seed: int = 2, lr_factor: float = 0.5,
-                      last_epoch: bool = True) -> dict:
+def interleaved_steps(trainers: dict, n: int, seed: int = 2) -> dict:
     """Seconds of ``n`` steady-state steps of each trainer, taken in turn on the same batches
-    (dense, tdlrt, dense, ...), so that a slow moment of the machine hits both alike, at the
-    learning rate ``lr_factor`` times the configured one; ``last_epoch``: first set each
-    trainer to its last epoch (else: leave the epoch the caller set)."""
+    (dense, tdlrt, dense, ...), so that a slow moment of the machine hits both alike."""
     rng, out = np.random.default_rng(seed), {k: [] for k in trainers}
     for tr in trainers.values():
-        if last_epoch:
-            tr.epoch = tr.cfg.epochs - 1  # still rank-adaptive (after the last epoch: fixed rank)
+        tr.epoch = tr.cfg.epochs - 1  # still rank-adaptive (after the last epoch: fixed rank)
     for _ in range(n):
         some = next(iter(trainers.values()))
         idx = np.sort(rng.choice(len(some.data.y_train), some.cfg.batch_size, replace=False))
@@ -172,7 +169,7 @@ def interleaved_steps(trainers: dict, n: int, seed: int = 2, lr_factor: float = 
             xb = tr.xp.asarray(tr.data.x_train[idx], dtype=tr.dtype)
             yb = tr.xp.asarray(tr.data.y_train[idx])
             t0 = time.perf_counter()
-            tr.train_step(xb, yb, tr.cfg.lr * lr_factor)
+            tr.train_step(xb, yb, tr.cfg.lr / 2)
             out[k].append(time.perf_counter() - t0)
     return out
 
@@ -231,11 +228,10 @@ def section_settled(data, quick):
         path = os.path.join(SETTLED, f"{model}.npz")
         pair = dict(zip(("dense", "tdlrt"), checkpoint_pair(path, data)))
         ranks_before = pair["tdlrt"].ranks()
-        # the epoch checkpoint_pair set: the run's last rank-adaptive one (before any fine-tune
-        # epochs, whose fixed-rank steps skip augment and truncate)
-        interleaved_steps(pair, 3, seed=1, lr_factor=1 / 200, last_epoch=False)  # warm-up
+        # at the epoch checkpoint_pair set (the run's last rank-adaptive one), after 3 warm-up
+        # steps, as final_ranks.py
         with OtherLoad() as load:
-            seconds = interleaved_steps(pair, n, lr_factor=1 / 200, last_epoch=False)
+            seconds = step_seconds(pair, data, n, lr_factor=1 / 200, seed=2)
         r = {m: dict(ms=median_ms(seconds[m])) for m in pair}
         r.update(paired_ratio=float(np.median(np.array(seconds["tdlrt"]) / np.array(seconds["dense"]))),
                  target=targets[model], other=load.share, ranks=pair["tdlrt"].ranks(),
