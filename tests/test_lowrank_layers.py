@@ -23,6 +23,7 @@ from refdlrt.dlrt.problems import random_tucker
 from refdlrt.dlrt.projector import DenseGradient
 from refdlrt.gradcheck import adjoint_test
 from refdlrt.nn.lowrank_layers import LowRankLinear, MatrixConv2d, TuckerConv2d
+from refdlrt.nn.tucker_k_form import KFormCache
 from refdlrt.ops.conv import conv2d_backward, conv2d_forward
 from refdlrt.ops.linear import linear_backward, linear_forward
 from refdlrt.tensor.linalg import qr_signfixed
@@ -81,10 +82,13 @@ def make_layer(kind, case, xp):
         dy = rng.standard_normal((g["N"], shape[0]))
         return layer, xp.asarray(x), xp.asarray(dy)
     geo = {"stride": g["stride"], "padding": g["padding"], "dilation": g["dilation"]}
-    if kind == "tucker":
+    if kind in ("tucker", "tucker-kform"):
         Y = random_tucker((g["c_out"], g["c_in"]) + g["k"], ranks, rng, xp=xp)
         b = _bias(rng, g["c_out"], with_bias)
         layer = TuckerConv2d(Y, None if b is None else xp.asarray(b), **geo)
+        # "tucker": the three-stage forward (ALGORITHM.md §3); "tucker-kform": the training
+        # forward and backward through the K-steps' convolutions (tucker_k_form)
+        layer.k_form = kind == "tucker-kform"
     else:
         Y = random_tucker((g["c_out"], g["c_in"] * g["k"][0] * g["k"][1]), ranks, rng, xp=xp)
         b = _bias(rng, g["c_out"], with_bias)
@@ -126,7 +130,8 @@ def orthonormal(rng, n, m, xp):
     return xp.asarray(Q)
 
 
-KINDS = {"tucker": tucker_conv_cases(), "matrix": matrix_conv_cases(), "linear": linear_cases()}
+KINDS = {"tucker": tucker_conv_cases(), "tucker-kform": tucker_conv_cases(),
+         "matrix": matrix_conv_cases(), "linear": linear_cases()}
 
 
 # ---------------------------------------------------------------------------- forward / backward
@@ -257,7 +262,7 @@ def test_plain_route_k_steps_convolve_only_core_sized_channels(rng, monkeypatch)
 
     Y = random_tucker((6, 5, 3, 3), (2, 3, 2, 2), rng)
     layer = TuckerConv2d(Y, None, padding=1)
-    layer.projection_route = "plain"
+    layer.projection_route, layer.k_form = "plain", False  # the projector convolves itself
     layer.forward(rng.standard_normal((2, 5, 6, 6)))
     layer.backward(rng.standard_normal((2, 6, 6, 6)))
     seen = []
@@ -268,24 +273,25 @@ def test_plain_route_k_steps_convolve_only_core_sized_channels(rng, monkeypatch)
     assert seen == [("f", (2, 3, 3, 3)), ("dx", (2, 3, 3, 3))], seen
 
 
-def _drawn_layer_on_route(data, xp, route):
-    """A drawn Tucker conv after forward and backward on ``route``: (layer, projector, the
-    dense G as a DenseGradient oracle, the case's seed)."""
+def _drawn_layer_on_route(data, xp, route, kind="tucker"):
+    """A drawn Tucker conv (``kind`` "tucker" or "tucker-kform") after forward and backward on
+    ``route``: (layer, projector, the dense G as a DenseGradient oracle, the case's seed)."""
     case = data.draw(tucker_conv_cases())
-    layer, x, dy = make_layer("tucker", case, xp)
+    layer, x, dy = make_layer(kind, case, xp)
     layer.projection_route = route
     layer.forward(x)
     layer.backward(dy)
-    return layer, layer.projector(), DenseGradient(dense_reference("tucker", layer, x, dy)[2]), case[-1]
+    return layer, layer.projector(), DenseGradient(dense_reference(kind, layer, x, dy)[2]), case[-1]
 
 
-@pytest.mark.parametrize("route", ["plain", "blocks", "dense"])
+@pytest.mark.parametrize("route", ["plain", "blocks", "dense", "kform"])
 @given(data=st.data())
 def test_k_gradient_equals_the_textbook_contraction(xp, route, data):
     """fast = readable for the K-steps: k_gradient(i, mats, Q) = Mat_i(G x_j mats[j]^T) Q with
     the dense G, for every mode, at the layer's factors (the contracted convolutions on
-    "plain") and at other matrices (the fallback)."""
-    layer, P, oracle, seed = _drawn_layer_on_route(data, xp, route)
+    "plain", the K-form's own convolutions on "kform") and at other matrices (the fallback)."""
+    kind, route = ("tucker-kform", "plain") if route == "kform" else ("tucker", route)
+    layer, P, oracle, seed = _drawn_layer_on_route(data, xp, route, kind)
     Y = layer.weight
     rng = np.random.default_rng(seed + 3)
     for i in range(4):
@@ -319,20 +325,27 @@ def test_dense_route_forms_the_kernel_gradient_once(rng, monkeypatch):
     assert asked == [{"need_dw": False}]  # the core conv's dK comes from G instead
 
 
-@pytest.mark.parametrize("shape, ranks, want", [
-    ((256, 256, 3, 3), (8, 8, 3, 3), "plain"),  # low ranks, wide layer: small gradients are cheaper
-    ((64, 64, 3, 3), (8, 8, 3, 3), "plain"),  # the run.py layer at r = 8
-    ((64, 64, 3, 3), (16, 16, 3, 3), "dense"),  # at r = 16 (and vgg_small's conv4)
-    ((64, 64, 3, 3), (32, 32, 3, 3), "dense"),  # r̂ = n: the S-step alone costs a dense gradient
-    ((16, 6, 5, 5), (12, 6, 5, 5), "dense"),  # LeNet's conv2 at its usual ranks
+@pytest.mark.parametrize("shape, ranks, k_form, want", [
+    ((256, 256, 3, 3), (8, 8, 3, 3), False, "plain"),  # low ranks, wide layer: small gradients are cheaper
+    ((64, 64, 3, 3), (8, 8, 3, 3), False, "plain"),  # the run.py layer at r = 8
+    ((64, 64, 3, 3), (16, 16, 3, 3), False, "dense"),  # at r = 16, the K-steps convolving
+    ((64, 64, 3, 3), (16, 16, 3, 3), "auto", "plain"),  # ... and with the K-form's free K-steps
+    ((64, 64, 3, 3), (15, 15, 3, 3), "auto", "plain"),  # vgg_small's conv4 at its settled ranks
+    ((64, 32, 3, 3), (16, 14, 3, 3), "auto", "dense"),  # vgg_small's conv3: r̂_1 = n_1 = 28 of 32
+    ((32, 32, 3, 3), (14, 14, 3, 3), "auto", "dense"),  # vgg_small's conv2
+    ((64, 64, 3, 3), (32, 32, 3, 3), "auto", "dense"),  # r̂ = n: the S-step alone costs a dense gradient
+    ((16, 6, 5, 5), (12, 6, 5, 5), "auto", "dense"),  # LeNet's conv2 at its usual ranks
 ])
-def test_auto_route_follows_the_cost_model(rng, shape, ranks, want):
+def test_auto_route_follows_the_cost_model(rng, shape, ranks, k_form, want):
     layer = TuckerConv2d(random_tucker(shape, ranks, rng), None, padding=shape[2] // 2)  # "same"
+    layer.k_form = k_form
     layer.forward(rng.standard_normal((1, shape[1], 6, 6)))
     layer.backward(rng.standard_normal((1, shape[0], 6, 6)))
     P = layer.projector()
     assert P.route == want
+    assert (P.k_parts is not None) == (want == "plain" and k_form == "auto")  # K-form only for plain
     assert min(P.cost(r) for r in ("plain", "blocks", "dense")) == P.cost(want)
+    assert lp.cheapest_route(shape, *ranks[:2], k_form=P.k_parts is not None) == want
 
 
 def test_a_bad_route_is_refused(rng):
@@ -401,11 +414,12 @@ def test_split_new_directions_keeps_a_small_new_direction_of_a_wide_float32_basi
     assert np.abs(U @ B + N @ S - A).max() < 1e-5
 
 
-@pytest.mark.parametrize("kind", ["tucker-plain", "tucker-blocks", "tucker-dense", "matrix", "linear"])
+@pytest.mark.parametrize("kind", ["tucker-plain", "tucker-blocks", "tucker-dense", "tucker-kform-plain",
+                                  "matrix", "linear"])
 @given(data=st.data(), tau=st.sampled_from([0.0, 0.05, 0.3]))
 def test_tdlrt_step_through_projector_equals_step_with_dense_gradient(xp, kind, data, tau):
-    kind, _, route = kind.partition("-")
-    case = data.draw(tucker_conv_cases(need_compatible=True) if kind == "tucker" else KINDS[kind])
+    kind, _, route = kind.rpartition("-") if kind.startswith("tucker") else (kind, "", "")
+    case = data.draw(tucker_conv_cases(need_compatible=True) if kind.startswith("tucker") else KINDS[kind])
     layer, x, dy = make_layer(kind, case, xp)
     if route:
         layer.projection_route = route
@@ -435,7 +449,9 @@ def test_tdlrt_step_through_projector_equals_step_with_dense_gradient(xp, kind, 
 def _rebuild(layer, core=None, b=None):
     Y = layer.weight if core is None else Tucker(core, layer.weight.factors)
     if isinstance(layer, TuckerConv2d):
-        return TuckerConv2d(Y, b, layer.stride, layer.padding, layer.dilation)
+        out = TuckerConv2d(Y, b, layer.stride, layer.padding, layer.dilation)
+        out.k_form = layer.k_form
+        return out
     if isinstance(layer, MatrixConv2d):
         return MatrixConv2d(Y, b, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
     return LowRankLinear(Y, b)
@@ -468,9 +484,10 @@ def test_adjoint_input_bias_and_core(xp, kind, data):
 
 
 @pytest.mark.torch
+@pytest.mark.parametrize("kind", ["tucker", "tucker-kform"])
 @given(case=tucker_conv_cases())
-def test_tucker_conv_matches_torch_autograd(torch, case):
-    layer, x, dy = make_layer("tucker", case, np)
+def test_tucker_conv_matches_torch_autograd(torch, kind, case):
+    layer, x, dy = make_layer(kind, case, np)
     g = case[0]
     y = layer.forward(x)
     dx = layer.backward(dy)
@@ -509,7 +526,9 @@ def _as32(layer, xp):
     b = layer.params.get("b")
     b32 = None if b is None else b.astype(xp.float32)
     if isinstance(layer, TuckerConv2d):
-        return TuckerConv2d(Y32, b32, layer.stride, layer.padding, layer.dilation)
+        out = TuckerConv2d(Y32, b32, layer.stride, layer.padding, layer.dilation)
+        out.k_form = layer.k_form
+        return out
     if isinstance(layer, MatrixConv2d):
         return MatrixConv2d(
             Y32, b32, layer.kernel_size, layer.stride, layer.padding, layer.dilation
@@ -642,17 +661,24 @@ def test_momentum_k_gradient_equals_the_textbook_contraction(rng):
         assert_close(fast.k_gradient(i, mats, Q), want, np.float64, scale=fro(want), err_msg=f"mode {i}")
 
 
-def test_k_gradient_when_q_is_below_the_rank(rng, monkeypatch):
+@pytest.mark.parametrize("k_form", [False, True])
+def test_k_gradient_when_q_is_below_the_rank(rng, monkeypatch, k_form):
     """Ranks (1, 3, 1, 2): Mat_1(C)^T has 2 rows, so Q of mode 1 has q = 2 < r_1 = 3 columns
     (the K-step is n_1 x q) and Q of mode 0 has q = min(1, 6) = 1: both contract (the transposed
-    convolution of mode 1 has q, not r_1, channels) and equal the dense G's contraction."""
+    convolution of mode 1 has q, not r_1, channels) and equal the dense G's contraction. With
+    the K-form the layer ran that convolution (its K_1 = U_1 R_1^T is n_1 x q), so the projector
+    runs none, and y and dx still equal the dense layer's."""
     import refdlrt.nn.lowrank_projectors as lpm
 
     layer = TuckerConv2d(random_tucker((4, 5, 3, 3), (1, 3, 1, 2), rng), None, padding=1)
-    layer.projection_route = "plain"
+    layer.projection_route, layer.k_form = "plain", k_form
     x = rng.standard_normal((2, 5, 6, 6))
-    dy = rng.standard_normal(layer.forward(x).shape)
-    layer.backward(dy)
+    y = layer.forward(x)
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(dy)
+    y_ref, dx_ref, _, _ = dense_reference("tucker", layer, x, dy)
+    assert_close(y, y_ref, np.float64, scale=fro(y_ref))
+    assert_close(dx, dx_ref, np.float64, scale=fro(dx_ref))
     P, Y, G = layer.projector(), layer.weight, layer.dense_gradient()
     seen, inp = [], lpm.conv2d_input_grad
     monkeypatch.setattr(lpm, "conv2d_input_grad",
@@ -663,7 +689,7 @@ def test_k_gradient_when_q_is_below_the_rank(rng, monkeypatch):
         mats = [None if j == i else U for j, U in enumerate(Y.factors)]
         want = unfold(DenseGradient(G).project(mats), i) @ Q
         assert_close(P.k_gradient(i, mats, Q), want, np.float64, scale=fro(want), err_msg=f"mode {i}")
-    assert seen == [(2, 2, 6, 6)]  # mode 1 contracted, with q = 2 channels
+    assert seen == ([] if k_form else [(2, 2, 6, 6)])  # mode 1 contracted, with q = 2 channels
 
 
 def test_k_gradient_rejects_bad_arguments(rng):
@@ -695,6 +721,167 @@ def test_plain_route_step_with_momentum_equals_the_dense_gradient_step(rng, fixe
     assert fast.ranks == slow.ranks
     assert_close(fast.to_tensor(), slow.to_tensor(), np.float64, scale=fro(slow.to_tensor()))
     assert_close(info.velocity, info_slow.velocity, np.float64, scale=fro(info_slow.velocity))
+
+
+# ---------------------------------------------------------------------------- the K-form
+
+
+def _layer_pair(case, xp, route="plain"):
+    """The same drawn Tucker conv twice after forward and backward on ``route``: K-form and
+    three-stage; returns (K-form layer, three-stage layer, x, dy)."""
+    pair = []
+    for kind in ("tucker-kform", "tucker"):
+        layer, x, dy = make_layer(kind, case, xp)
+        layer.projection_route = route
+        layer.forward(x)
+        layer.backward(dy)
+        pair.append(layer)
+    return pair[0], pair[1], x, dy
+
+
+@given(data=st.data(), tau=st.sampled_from([0.0, 0.3]))
+def test_the_k_form_equals_the_three_stage_forward_and_its_k_steps_bit_for_bit(xp, data, tau):
+    """K-form against the three-stage forward on the same layer and data: y, dx, db to rounding;
+    the K-steps' gradients bit for bit (the same convolutions, run by the layer instead of the
+    projector: k_kernel makes both kernels); so a whole tdlrt_step gives the same numbers."""
+    case = data.draw(tucker_conv_cases(need_compatible=True))
+    kf, plain, x, dy = _layer_pair(case, xp)
+    assert isinstance(kf._cache, KFormCache) and not isinstance(plain._cache, KFormCache)
+    y_ref, dx_ref, _, db_ref = dense_reference("tucker", plain, x, dy)
+    y = kf.forward(x)
+    assert_close(y, y_ref, np.float64, scale=fro(y_ref))
+    assert_close(kf.backward(dy), dx_ref, np.float64, scale=fro(dx_ref))
+    if db_ref is not None:
+        assert_close(kf.grads["b"], db_ref, np.float64, scale=fro(db_ref))
+    P, P3 = kf.projector(), plain.projector()
+    assert P.k_parts is not None and P3.k_parts is None
+    Y = kf.weight
+    for i in (0, 1):
+        Q = qr_signfixed(unfold(Y.core, i).T)[0]
+        mats = [None if j == i else U for j, U in enumerate(Y.factors)]
+        got, want = to_numpy(P.k_gradient(i, mats, Q)), to_numpy(P3.k_gradient(i, mats, Q))
+        np.testing.assert_array_equal(got, want, err_msg=f"mode {i}")
+    a, _ = tdlrt_step(Y, P, 0.05, tau, diagnostics=False)
+    b, _ = tdlrt_step(Y, P3, 0.05, tau, diagnostics=False)
+    for u, v in zip((a.core, *a.factors), (b.core, *b.factors)):
+        np.testing.assert_array_equal(to_numpy(u), to_numpy(v))
+
+
+def test_the_k_form_k_steps_convolve_nothing(rng, monkeypatch):
+    """With the K-form, the forward convolves z1 with F_0 (q_0 = r_0 output channels) and the
+    backward takes the input gradient of E_1 (q_1 = r_1 input channels); the step's K-steps then
+    run no convolution, only the S-step's one kernel gradient (r̂_0 x r̂_1 channels)."""
+    import refdlrt.nn.tucker_k_form as kfm
+
+    layer_seen, proj_seen = [], []
+    fwd, inp = kfm.conv2d_forward, kfm.conv2d_input_grad
+    monkeypatch.setattr(kfm, "conv2d_forward", lambda x, w, *a, **k: layer_seen.append(("f", w.shape)) or fwd(x, w, *a, **k))
+    monkeypatch.setattr(kfm, "conv2d_input_grad", lambda d, w, *a, **k: layer_seen.append(("dx", w.shape)) or inp(d, w, *a, **k))
+    pf, pi = lp.conv2d_forward, lp.conv2d_input_grad
+    monkeypatch.setattr(lp, "conv2d_forward", lambda x, w, *a, **k: proj_seen.append(w.shape) or pf(x, w, *a, **k))
+    monkeypatch.setattr(lp, "conv2d_input_grad", lambda d, w, *a, **k: proj_seen.append(w.shape) or pi(d, w, *a, **k))
+    layer = TuckerConv2d(random_tucker((6, 5, 3, 3), (2, 3, 2, 2), rng), None, padding=1)
+    layer.projection_route, layer.k_form = "plain", True
+    layer.forward(rng.standard_normal((2, 5, 6, 6)))
+    layer.backward(rng.standard_normal((2, 6, 6, 6)))
+    assert layer_seen == [("f", (2, 3, 3, 3)), ("dx", (2, 3, 3, 3))], layer_seen
+    calls, info = _step_counting_kernel_gradients_of(layer, monkeypatch)
+    assert proj_seen == [], proj_seen
+    assert calls == sorted([(3, 2), (info.ranks_augmented[1], info.ranks_augmented[0])]), calls
+
+
+def _step_counting_kernel_gradients_of(layer, monkeypatch):
+    calls, real = [], lp._conv2d_weight_grad
+
+    def counting(xa, dya, *args):
+        calls.append((xa.shape[1], dya.shape[1]))
+        return real(xa, dya, *args)
+
+    monkeypatch.setattr(lp, "_conv2d_weight_grad", counting)
+    _, info = tdlrt_step(layer.weight, layer.projector(), 0.1, 0.0)
+    return sorted(calls), info
+
+
+def test_the_k_form_projector_convolves_for_another_q(rng, monkeypatch):
+    """k_parts hold the convolutions of the Q_i of the forward's core: asked with another Q (a
+    core changed since, or any other contraction), the projector convolves itself and still
+    equals the dense G's contraction; with the Q check removed (a planted bug), the answer
+    would be the stale one, which this comparison catches."""
+    layer = TuckerConv2d(random_tucker((6, 5, 3, 3), (2, 3, 2, 2), rng), None, padding=1)
+    layer.projection_route, layer.k_form = "plain", True
+    x = rng.standard_normal((2, 5, 6, 6))
+    layer.backward(rng.standard_normal(layer.forward(x).shape))
+    P, Y, G = layer.projector(), layer.weight, layer.dense_gradient()
+
+    def check(P):
+        for i in (0, 1):
+            Q = qr_signfixed(unfold(Y.core, i).T)[0]
+            other = np.linalg.qr(rng.standard_normal(Q.shape))[0]
+            mats = [None if j == i else U for j, U in enumerate(Y.factors)]
+            want = unfold(DenseGradient(G).project(mats), i) @ other
+            assert_close(P.k_gradient(i, mats, other), want, np.float64, scale=fro(want))
+
+    check(P)
+    stale = lp.TuckerConvProjector(P.x, P.z1, P.dy, P.dz2, Y.factors, P.geometry, route="plain",
+                                   k_parts={i: (np.linalg.qr(rng.standard_normal(q.shape))[0], v)
+                                            for i, (q, v) in P.k_parts.items()})
+    check(stale)  # parts of another Q: not used
+    # test the tester: a projector that trusts its parts for any Q (parts keyed None here, and
+    # None taken as a match) gives the stale answer, and the comparison catches it
+    planted = lp.TuckerConvProjector(P.x, P.z1, P.dy, P.dz2, Y.factors, P.geometry, route="plain",
+                                     k_parts={i: (None, v) for i, (_, v) in P.k_parts.items()})
+    same = lp._same
+    monkeypatch.setattr(lp, "_same", lambda a, b: a is None or same(a, b))
+    with pytest.raises(AssertionError):
+        check(planted)
+
+
+@pytest.mark.parametrize("k_form, route, training, want", [
+    (True, "dense", True, True),  # forced: even where the projector forms G
+    (False, "plain", True, False),  # never
+    ("auto", "plain", True, True),  # asked for plain: the K-steps' convolutions pay
+    ("auto", "blocks", True, False),
+    ("auto", "dense", True, False),
+    ("auto", "plain", False, False),  # an evaluation forward has no backward
+])
+def test_the_k_form_setting(rng, k_form, route, training, want):
+    layer = TuckerConv2d(random_tucker((6, 5, 3, 3), (2, 3, 2, 2), rng), rng.standard_normal(6), padding=1)
+    layer.projection_route, layer.k_form, layer.dense_kernel = route, k_form, False
+    x = rng.standard_normal((2, 5, 6, 6))
+    y = layer.forward(x, training=training)
+    assert isinstance(layer._cache, KFormCache) is want
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(dy)
+    y_ref, dx_ref, G, _ = dense_reference("tucker", layer, x, dy)
+    assert_close(y, y_ref, np.float64, scale=fro(y_ref))
+    assert_close(dx, dx_ref, np.float64, scale=fro(dx_ref))
+    assert (layer.projector().k_parts is not None) is want
+    mats = list(layer.weight.factors)
+    want_core = DenseGradient(G).project(mats)
+    assert_close(layer.projector().project(mats), want_core, np.float64, scale=fro(want_core))
+
+
+def test_a_bad_k_form_setting_is_refused(rng):
+    layer = TuckerConv2d(random_tucker((4, 3, 3, 3), (2, 2, 2, 2), rng), None, padding=1)
+    layer.k_form = "yes"
+    with pytest.raises(ValueError, match=r"TuckerConv2d: k_form: expected 'auto', True or False, got 'yes'"):
+        layer.forward(rng.standard_normal((1, 3, 5, 5)))
+
+
+def test_a_planted_wrong_transpose_in_the_k_form_is_caught(rng, monkeypatch):
+    """Test the tester: K_0 = U_0 R_0 instead of U_0 R_0^T (the classic transposed factor) makes
+    the forward differ from the dense layer's, and the comparison the tests use fails."""
+    import refdlrt.nn.tucker_k_form as kfm
+
+    qr = kfm.qr_signfixed
+    monkeypatch.setattr(kfm, "qr_signfixed", lambda A: (lambda Q, R: (Q, R.T))(*qr(A)))
+    layer = TuckerConv2d(random_tucker((6, 5, 3, 3), (3, 3, 2, 2), rng), None, padding=1)
+    layer.k_form = True
+    x = rng.standard_normal((2, 5, 6, 6))
+    y = layer.forward(x)
+    y_ref = dense_reference("tucker", layer, x, rng.standard_normal(y.shape))[0]
+    with pytest.raises(AssertionError):
+        assert_close(y, y_ref, np.float64, scale=fro(y_ref))
 
 
 # ---------------------------------------------------------------------------- the dense kernel

@@ -310,6 +310,25 @@ def test_cost_model_values(rng, monkeypatch):
                                + 2 * (10 + 8) * 11)
     full, _ = _tucker_projector(rng, shape=(10, 8, 3, 2), ranks=(10, 5, 3, 2))  # r0 = n0: m0 = 0
     assert full.cost("blocks") == g(10, 5) + g(10, 8)  # the new-direction gradient costs 0
+    # with the K-form's convolutions handed over, plain drops its two core-sized ones, and only it
+    for route in ("dense", "blocks"):
+        assert lp.projection_cost(route, (10, 8, 3, 2), 3, 5, k_form=True) == P.cost(route)
+    assert lp.projection_cost("plain", (10, 8, 3, 2), 3, 5, k_form=True) == P.cost("plain") - 2 * g(3, 5)
+    assert lp.projection_cost("plain", (10, 8, 3, 2), 3, 5) == P.cost("plain")  # default: convolving
+
+
+def test_cost_model_and_k_kernel_refuse_unknown_routes_and_modes(rng):
+    _raises(ValueError, "projection_cost: route: expected 'dense', 'plain' or 'blocks', got 'auto'",
+            lp.projection_cost, "auto", (4, 4, 3, 3), 2, 2)
+    U = np.eye(3)
+    _raises(ValueError, "k_kernel: expected mode i = 0 or 1, got 2", lp.k_kernel, 2, np.eye(4), (2, 2, 3, 3), U, U)
+
+
+def test_projector_refuses_k_parts_of_other_modes(rng):
+    P, _ = _tucker_projector(rng)
+    args = (P.x, P.z1, P.dy, P.dz2, (P.U0, P.U1, P.U2, P.U3), P.geometry)
+    _raises(ValueError, "TuckerConvProjector: k_parts: expected modes 0 and 1, got [0, 2]",
+            lp.TuckerConvProjector, *args, k_parts={0: (None, None), 2: (None, None)})
 
 
 def test_auto_takes_dense_on_a_tie_and_blocks_only_when_cheapest(rng, monkeypatch):
@@ -322,7 +341,7 @@ def test_auto_takes_dense_on_a_tie_and_blocks_only_when_cheapest(rng, monkeypatc
                         ({"dense": 2, "plain": 1, "blocks": 1}, "plain"),
                         ({"dense": 1, "plain": 2, "blocks": 1}, "dense")):
         with monkeypatch.context() as m:
-            m.setattr(lp.TuckerConvProjector, "cost", lambda self, route, c=costs: c[route])
+            m.setattr(lp, "projection_cost", lambda route, *a, c=costs, **k: c[route])
             assert _tucker_projector(rng)[0].route == want, costs
     # blocks < dense < plain (2052 < 2304 < 2520 at C = 0, no pass cost): only a comparison
     # with the blocks cost picks blocks
@@ -337,6 +356,9 @@ def test_auto_takes_dense_on_a_tie_and_blocks_only_when_cheapest(rng, monkeypatc
     P, _ = _tucker_projector(rng, shape=(64, 64, 3, 3), ranks=(16, 16, 3, 3))
     assert (P.cost("plain"), P.cost("dense"), P.cost("blocks")) == (200192, 184320, 241920)
     assert P.route == "dense"
+    # ... and plain with the K-form's K-steps free: 200192 - 2 * 9 * 16 (16 + 256) = 121856
+    assert lp.projection_cost("plain", (64, 64, 3, 3), 16, 16, k_form=True) == 121856
+    assert lp.cheapest_route((64, 64, 3, 3), 16, 16, k_form=True) == "plain"
     P, _ = _tucker_projector(rng, shape=(64, 64, 3, 3), ranks=(8, 8, 3, 3))
     assert (P.cost("plain"), P.cost("dense"), P.cost("blocks")) == (113024, 184320, 194112)
     assert P.route == "plain"

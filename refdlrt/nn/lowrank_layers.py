@@ -24,9 +24,10 @@ from ..ops.conv import conv2d_backward, conv2d_forward
 from ..tensor.hosvd import hosvd
 from ..tensor.tucker import Tucker, multi_mode_product
 from .lowrank_base import _check_bias, _check_geometry, _check_input, _LowRankLayer
-from .lowrank_projectors import TuckerConvProjector, channel_matmul
+from .lowrank_projectors import TuckerConvProjector, channel_matmul, cheapest_route
 from .matrix_projectors import LowRankLinearProjector, MatrixConvProjector
 from .tucker_dense_kernel import dense_kernel_backward, dense_kernel_forward, dense_kernel_pays
+from .tucker_k_form import KFormCache, k_form_backward, k_form_forward
 
 __all__ = [
     "tucker_conv2d_forward",
@@ -127,6 +128,10 @@ class TuckerConv2d(_LowRankLayer):
     three cost at least 0.75 of the dense convolution's multiplications (ranks near the channel
     counts), ``dense_kernel`` "auto" runs W = C x_i U_i as one dense convolution instead, its
     projector on the "dense" route (:mod:`refdlrt.nn.tucker_dense_kernel`; same numbers to rounding).
+    Where the projector's "plain" route is the cheapest once the K-steps' convolutions are free,
+    ``k_form`` "auto" runs the training forward and backward through them (z2 = R_0^T f,
+    dz1 = R_1^T h, :mod:`refdlrt.nn.tucker_k_form`; same numbers to rounding), so that the K-steps
+    take only pixel sums.
     """
 
     _order, _name = 4, "TuckerConv2d"
@@ -135,6 +140,9 @@ class TuckerConv2d(_LowRankLayer):
     projection_route = "auto"
     # the forward through the dense kernel W (tucker_dense_kernel): "auto" (its cost rule), True, False
     dense_kernel = "auto"
+    # the training forward and backward through the K-steps' convolutions (tucker_k_form): "auto"
+    # (where the plain route is then the cheapest, or asked for), True (always), False (never)
+    k_form = "auto"
 
     def __init__(self, weight, b=None, stride=1, padding=0, dilation=1):
         self.stride, self.padding, self.dilation = _check_geometry(stride, padding, dilation)
@@ -157,6 +165,9 @@ class TuckerConv2d(_LowRankLayer):
         if self._dense_kernel(x, geometry):  # the three stages would cost more: W's one convolution
             _check_input(x, 4, self.dense_shape[1], self.weight.dtype, "N, C_in, H, W", self._name)
             y, self._cache = dense_kernel_forward(x, self.weight, self.params.get("b"), geometry)
+        elif training and self._k_form():  # the K-steps' convolutions inside forward and backward
+            _check_input(x, 4, self.dense_shape[1], self.weight.dtype, "N, C_in, H, W", self._name)
+            y, self._cache = k_form_forward(x, self.weight, self.params.get("b"), geometry)
         else:
             y, self._cache = tucker_conv2d_forward(
                 x, self.weight, self.params.get("b"),
@@ -178,10 +189,25 @@ class TuckerConv2d(_LowRankLayer):
             return dense_kernel_pays(self.weight, tuple(x.shape[2:]), geometry)
         return self.dense_kernel
 
+    def _k_form(self) -> bool:
+        """Run the K-form (:mod:`refdlrt.nn.tucker_k_form`): when ``k_form`` is True, or "auto"
+        and the projection route is "plain" (asked for, or picked by the cost model with the
+        K-steps' convolutions free)."""
+        if self.k_form not in ("auto", True, False):
+            raise ValueError(f"{self._name}: k_form: expected 'auto', True or False, got {self.k_form!r}")
+        if self.k_form != "auto":
+            return self.k_form
+        if self.projection_route != "auto":
+            return self.projection_route == "plain"
+        Y = self.weight
+        return cheapest_route(Y.shape, Y.ranks[0], Y.ranks[1], k_form=True) == "plain"
+
     def backward(self, dy):
         cache = self._cached()
         if isinstance(cache, TuckerConvCache):
             dx, db, self._projector = tucker_conv2d_backward(dy, cache, route=self.projection_route)
+        elif isinstance(cache, KFormCache):
+            dx, db, self._projector = k_form_backward(dy, cache, route=self.projection_route)
         else:
             dx, db, self._projector = dense_kernel_backward(dy, cache, route=self.projection_route)
         if db is not None:

@@ -18,7 +18,9 @@ projector, whose two thin products cost less than a memo); both are keyed on the
 stale answer. ``dense()`` forms G (the readable oracle route).
 
 The Tucker projector gives the K-steps' gradients Mat_i(G x_{j≠i} U_j^T) Q_i directly
-(``k_gradient``: Q_i folded into a convolution of the core's size, then a 1 x 1 product), and
+(``k_gradient``: Q_i folded into a convolution of the core's size, then a 1 x 1 product; that
+convolution is the K-form forward's / backward's own, handed over as ``k_parts``, where the
+layer ran :mod:`refdlrt.nn.tucker_k_form`), and
 has two other routes for a step's projections (see :class:`TuckerConvProjector`): "blocks"
 takes the K-steps' G x_1 U_1^T and G x_0 U_0^T and convolves only the S-step's new directions;
 "dense" forms G once (one kernel gradient, as a dense layer's backward). A cost model picks
@@ -39,6 +41,9 @@ from ..tensor.tucker import multi_mode_product, unfold
 __all__ = [
     "TuckerConvProjector",
     "channel_matmul",
+    "cheapest_route",
+    "k_kernel",
+    "projection_cost",
     "split_new_directions",
 ]
 
@@ -53,6 +58,81 @@ __all__ = [
 # benchmarks/route_times.py): dense 19.9-25.8 ms against plain 22.8-30.0, where the model without
 # it picked plain. On 64 -> 64 plain now wins up to r = 14 (the run.py layer: r = 8 plain, 16 dense).
 _COPY_COST, _PASS_COST = 256, 128
+
+
+def projection_cost(route: str, shape, r0: int, r1: int, *, k_form: bool = False) -> float:
+    """Model cost of one TDLRT step's projections (multiply-adds, im2col copies included) by
+    route, per output pixel, for a Tucker conv kernel of ``shape`` (n_0, n_1, kh, kw) at ranks
+    r_0, r_1: a kernel gradient for a output and b input channels costs kh kw b (a + _COPY_COST).
+    The S-step is estimated at r̂_i = min(2 r_i, n_i).
+
+    dense: G. plain: the K-steps' two core-sized convolutions (priced as kernel gradients for
+    r_0 x r_1 channels; none with ``k_form``, where the layer's K-form forward and backward ran
+    them, :mod:`refdlrt.nn.tucker_k_form`) and 1 x 1 products (n_0 r_0 + n_1 r_1), then the
+    S-step's kernel gradient for r̂_0 x r̂_1 channels and its channel projections
+    (n_0 r̂_0 + n_1 r̂_1), plus the four passes over x and dy those take (2 (n_0 + n_1) _PASS_COST).
+    blocks: the K-steps' projections (n_0 x r_1 and r_0 x n_1 channels) and the new directions'
+    kernel gradient (m_i = r̂_i - r_i). The model prices the rank-adaptive step of a layer with
+    square spatial factors; steps that take K-steps of the spatial modes (fixed rank, non-square
+    factors) add the core's kernel gradient (r_0 x r_1 channels) on plain and blocks, which it
+    leaves out.
+    """
+    n0, n1, kh, kw = shape
+
+    def grad(a, b):
+        return kh * kw * b * (a + _COPY_COST) if a and b else 0
+
+    h0, h1 = min(2 * r0, n0), min(2 * r1, n1)
+    if route == "dense":
+        return grad(n0, n1)
+    if route == "plain":
+        k_steps = 0 if k_form else 2 * grad(r0, r1)
+        return (k_steps + n0 * r0 + n1 * r1 + grad(h0, h1) + n0 * h0 + n1 * h1
+                + 2 * (n0 + n1) * _PASS_COST)
+    if route == "blocks":
+        return grad(n0, r1) + grad(r0, n1) + grad(h0 - r0, h1 - r1)
+    raise ValueError(f"projection_cost: route: expected 'dense', 'plain' or 'blocks', got {route!r}")
+
+
+def cheapest_route(shape, r0: int, r1: int, *, k_form: bool = False) -> str:
+    """The route of least :func:`projection_cost` (ties: dense, then plain, then blocks)."""
+    return min(("dense", "plain", "blocks"), key=lambda r: projection_cost(r, shape, r0, r1, k_form=k_form))
+
+
+def k_kernel(i: int, Q, ranks, U2, U3):
+    """The kernel of the K-step's core-sized convolution for mode i = 0 or 1 (contiguous).
+
+    Parameters
+    ----------
+    i : 0 or 1
+    Q : (Π_{j≠i} r_j, q), the orthonormal factor of Mat_i(C)^T = Q R (:func:`qr_signfixed`)
+    ranks : (r_0, r_1, r_2, r_3), the core's shape
+    U2, U3 : the spatial factors (kh x r_2, kw x r_3)
+
+    Returns
+    -------
+    i = 0: F = Q^T (reshaped q x r_1 x r_2 x r_3) x_2 U_2 x_3 U_3, (q, r_1, kh, kw): the kernel
+    of f = conv2d(z1, F). i = 1: E[o, s] = sum Q[(o, j2, j3), s] U_2[:, j2] U_3[:, j3],
+    (r_0, q, kh, kw): the kernel of h = conv2d_input_grad(dz2, E).
+
+    Notes
+    -----
+    Since Mat_i(C) = R^T Q^T, the core kernel C x_2 U_2 x_3 U_3 is F with R^T applied to its
+    output channels (i = 0), or E with R^T applied to its input channels (i = 1): the Tucker
+    convolution's output is (U_0 R_0^T) f and its input gradient (U_1 R_1^T) h, with f and h the
+    K-steps' convolutions (:mod:`refdlrt.nn.tucker_k_form`). One function for both users, so
+    that the layer's f, h and the projector's own are the same numbers.
+    """
+    xp = get_xp(Q)
+    r0, r1, r2, r3 = ranks
+    q = Q.shape[1]
+    if i == 0:
+        F = multi_mode_product(Q.T.reshape(q, r1, r2, r3), [None, None, U2, U3])
+        return xp.ascontiguousarray(F)  # q, r1, kh, kw
+    if i == 1:
+        E = Q.reshape(r0, r2, r3, q).transpose(0, 3, 1, 2)  # r0, q, r2, r3
+        return xp.ascontiguousarray(multi_mode_product(E, [None, None, U2, U3]))  # r0, q, kh, kw
+    raise ValueError(f"k_kernel: expected mode i = 0 or 1, got {i}")
 
 
 def channel_matmul(A, x):
@@ -203,49 +283,38 @@ class TuckerConvProjector(_ReducedProjector):
 
     dense: G itself (one kernel gradient for C_in x C_out channels, like a dense layer's
     backward), then every projection is a small tensor product.
+
+    ``k_parts``: {0: (Q_0, f), 1: (Q_1, h)}, the K-steps' core-sized convolutions as the
+    layer's K-form forward and backward computed them (:mod:`refdlrt.nn.tucker_k_form`), for the
+    Q_i of the weight's core. On the plain route :meth:`k_gradient` then takes only the pixel
+    sums (the same numbers: :func:`k_kernel` makes both convolutions' kernels), and the cost
+    model prices plain without the two convolutions.
     """
 
     ROUTES = ("auto", "plain", "blocks", "dense")
 
-    def __init__(self, x, z1, dy, dz2, factors, geometry, route="auto"):
+    def __init__(self, x, z1, dy, dz2, factors, geometry, route="auto", k_parts=None):
         super().__init__((dy.shape[1], x.shape[1], factors[2].shape[0], factors[3].shape[0]))
         if route not in self.ROUTES:
             raise ValueError(f"TuckerConvProjector: route: expected one of {self.ROUTES}, got {route!r}")
+        if k_parts is not None and not set(k_parts) <= {0, 1}:
+            raise ValueError(f"TuckerConvProjector: k_parts: expected modes 0 and 1, got {sorted(k_parts)}")
         self.x, self.z1, self.dy, self.dz2 = x, z1, dy, dz2
         self.U0, self.U1 = factors[0].copy(), factors[1].copy()  # snapshots (see _same)
         self.U2, self.U3 = factors[2].copy(), factors[3].copy()
         self.geometry = geometry  # stride, padding, dilation
+        self.k_parts = dict(k_parts) if k_parts else None
         if route == "auto":
-            route = min(("dense", "plain", "blocks"), key=self.cost)  # ties: the first
+            route = cheapest_route(self.shape, self.U0.shape[1], self.U1.shape[1],
+                                   k_form=self.k_parts is not None)
         self.route = route
         self._G = None
 
     def cost(self, route: str) -> float:
-        """Model cost of one TDLRT step's projections (multiply-adds, im2col copies included)
-        by route, per output pixel: a kernel gradient for a output and b input channels costs
-        kh kw b (a + _COPY_COST). The S-step is estimated at r̂_i = min(2 r_i, n_i).
-
-        dense: G. plain: the K-steps' two core-sized convolutions (priced as kernel gradients
-        for r_0 x r_1 channels) and 1 x 1 products (n_0 r_0 + n_1 r_1), then the S-step's
-        kernel gradient for r̂_0 x r̂_1 channels and its channel projections (n_0 r̂_0 + n_1 r̂_1),
-        plus the four passes over x and dy those take (2 (n_0 + n_1) _PASS_COST).
-        blocks: the K-steps' projections (n_0 x r_1 and r_0 x n_1 channels) and the new
-        directions' kernel gradient (m_i = r̂_i - r_i). The model prices the rank-adaptive step
-        of a layer with square spatial factors; steps that take K-steps of the spatial modes
-        (fixed rank, non-square factors) add the core's kernel gradient (r_0 x r_1 channels) on
-        plain and blocks, which it leaves out."""
-        (n0, n1, kh, kw), r0, r1 = self.shape, self.U0.shape[1], self.U1.shape[1]
-
-        def grad(a, b):
-            return kh * kw * b * (a + _COPY_COST) if a and b else 0
-
-        h0, h1 = min(2 * r0, n0), min(2 * r1, n1)
-        if route == "dense":
-            return grad(n0, n1)
-        if route == "plain":
-            return (2 * grad(r0, r1) + n0 * r0 + n1 * r1 + grad(h0, h1) + n0 * h0 + n1 * h1
-                    + 2 * (n0 + n1) * _PASS_COST)
-        return grad(n0, r1) + grad(r0, n1) + grad(h0 - r0, h1 - r1)
+        """:func:`projection_cost` of ``route`` for this layer's shape and ranks (with
+        ``k_form`` where the layer handed over its K-steps' convolutions, ``k_parts``)."""
+        return projection_cost(route, self.shape, self.U0.shape[1], self.U1.shape[1],
+                               k_form=self.k_parts is not None)
 
     def k_gradient(self, i: int, mats, Q):
         """Mat_i(G x_{j≠i} mats[j]^T) Q for the K-steps of modes 0 and 1 at the layer's own
@@ -278,9 +347,10 @@ class TuckerConvProjector(_ReducedProjector):
             Mat_1(G x_0 U_0^T x_2 U_2^T x_3 U_3^T) Q = sum_{n, p} x[n, :, p] h[n, :, p]^T.
 
         Cost: a convolution of the core's size and a 1 x 1 product (n_i x q per pixel) per mode,
-        instead of a kernel gradient with n_i x r_j channels. Any other call (other modes, other
-        matrices, the "dense" route, which has G, and "blocks", whose S-step reuses the K-steps'
-        projections) takes ``unfold(project(mats), i) @ Q``.
+        instead of a kernel gradient with n_i x r_j channels; the 1 x 1 product alone where
+        ``k_parts`` holds that convolution for this Q (the layer's K-form forward / backward).
+        Any other call (other modes, other matrices, the "dense" route, which has G, and
+        "blocks", whose S-step reuses the K-steps' projections) takes ``unfold(project(mats), i) @ Q``.
         """
         if len(mats) != 4 or not 0 <= i < 4 or mats[i] is not None:
             raise ValueError(f"k_gradient: expected 4 matrices with None at mode i = {i}, got "
@@ -293,20 +363,17 @@ class TuckerConvProjector(_ReducedProjector):
         if (self.route != "plain" or i not in (0, 1)
                 or not all(_same(A, U) for A, U in zip(mats, own) if U is not None)):
             return unfold(self.project(mats), i) @ Q
-        xp = get_xp(self.x, Q)
-        r0, r1 = self.U0.shape[1], self.U1.shape[1]
-        r2, r3, q = self.U2.shape[1], self.U3.shape[1], Q.shape[1]
+        part = self.k_parts.get(i) if self.k_parts else None
+        if part is not None and _same(part[0], Q):  # the layer's K-form ran this convolution
+            return _pixel_sum(self.dy, part[1]) if i == 0 else _pixel_sum(self.x, part[1])
+        ranks = tuple(U.shape[1] for U in (self.U0, self.U1, self.U2, self.U3))
+        kernel = k_kernel(i, Q, ranks, self.U2, self.U3)  # F: q, r1, kh, kw;  E: r0, q, kh, kw
         s, p, d = self.geometry
         if i == 0:
-            F = multi_mode_product(Q.T.reshape(q, r1, r2, r3), [None, None, self.U2, self.U3])
-            f = conv2d_forward(self.z1, xp.ascontiguousarray(F), None,
-                               stride=s, padding=p, dilation=d)[0]  # N, q, Ho, Wo
+            f = conv2d_forward(self.z1, kernel, None, stride=s, padding=p, dilation=d)[0]  # N, q, Ho, Wo
             return _pixel_sum(self.dy, f)  # n0 x q
-        E = Q.reshape(r0, r2, r3, q).transpose(0, 3, 1, 2)  # r0, q, r2, r3
-        E = xp.ascontiguousarray(multi_mode_product(E, [None, None, self.U2, self.U3]))
-        # E: r0, q, kh, kw
         N, _, H, W = self.z1.shape
-        h = conv2d_input_grad(self.dz2, E, (N, q, H, W), stride=s, padding=p,
+        h = conv2d_input_grad(self.dz2, kernel, (N, Q.shape[1], H, W), stride=s, padding=p,
                               dilation=d)  # N, q, H, W
         return _pixel_sum(self.x, h)  # n1 x q
 
