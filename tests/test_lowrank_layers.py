@@ -233,8 +233,13 @@ def _step_counting_kernel_gradients(route, rng, monkeypatch):
     layer.projection_route = route
     layer.forward(rng.standard_normal((2, 5, 6, 6)))
     layer.backward(rng.standard_normal((2, 6, 6, 6)))
-    calls = []
-    real = lp._conv2d_weight_grad
+    return _step_counting_kernel_gradients_of(layer, monkeypatch)
+
+
+def _step_counting_kernel_gradients_of(layer, monkeypatch):
+    """One TDLRT step of ``layer`` (after its backward) through its projector: (the (input,
+    output-gradient) channels of every kernel gradient it took, info)."""
+    calls, real = [], lp._conv2d_weight_grad
 
     def counting(xa, dya, *args):
         calls.append((xa.shape[1], dya.shape[1]))
@@ -788,18 +793,6 @@ def test_the_k_form_k_steps_convolve_nothing(rng, monkeypatch):
     calls, info = _step_counting_kernel_gradients_of(layer, monkeypatch)
     assert proj_seen == [], proj_seen
     assert calls == sorted([(3, 2), (info.ranks_augmented[1], info.ranks_augmented[0])]), calls
-
-
-def _step_counting_kernel_gradients_of(layer, monkeypatch):
-    calls, real = [], lp._conv2d_weight_grad
-
-    def counting(xa, dya, *args):
-        calls.append((xa.shape[1], dya.shape[1]))
-        return real(xa, dya, *args)
-
-    monkeypatch.setattr(lp, "_conv2d_weight_grad", counting)
-    _, info = tdlrt_step(layer.weight, layer.projector(), 0.1, 0.0)
-    return sorted(calls), info
 
 
 def test_the_k_form_projector_convolves_for_another_q(rng, monkeypatch):
