@@ -89,6 +89,7 @@ def make_layer(kind, case, xp):
         # "tucker": the three-stage forward (ALGORITHM.md §3); "tucker-kform": the training
         # forward and backward through the K-steps' convolutions (tucker_k_form)
         layer.k_form = kind == "tucker-kform"
+        layer.dense_kernel = layer.dense_kernel if kind == "tucker" else False  # else it comes first
     else:
         Y = random_tucker((g["c_out"], g["c_in"] * g["k"][0] * g["k"][1]), ranks, rng, xp=xp)
         b = _bias(rng, g["c_out"], with_bias)
@@ -336,7 +337,7 @@ def test_dense_route_forms_the_kernel_gradient_once(rng, monkeypatch):
     ((64, 64, 3, 3), (16, 16, 3, 3), False, "dense"),  # at r = 16, the K-steps convolving
     ((64, 64, 3, 3), (16, 16, 3, 3), "auto", "plain"),  # ... and with the K-form's free K-steps
     ((64, 64, 3, 3), (15, 15, 3, 3), "auto", "plain"),  # vgg_small's conv4 at its settled ranks
-    ((64, 32, 3, 3), (16, 14, 3, 3), "auto", "dense"),  # vgg_small's conv3: r̂_1 = n_1 = 28 of 32
+    ((64, 32, 3, 3), (16, 14, 3, 3), "auto", "dense"),  # vgg_small's conv3: r̂_1 = 28 of n_1 = 32
     ((32, 32, 3, 3), (14, 14, 3, 3), "auto", "dense"),  # vgg_small's conv2
     ((64, 64, 3, 3), (32, 32, 3, 3), "auto", "dense"),  # r̂ = n: the S-step alone costs a dense gradient
     ((16, 6, 5, 5), (12, 6, 5, 5), "auto", "dense"),  # LeNet's conv2 at its usual ranks
@@ -744,11 +745,12 @@ def _layer_pair(case, xp, route="plain"):
     return pair[0], pair[1], x, dy
 
 
-@given(data=st.data(), tau=st.sampled_from([0.0, 0.3]))
-def test_the_k_form_equals_the_three_stage_forward_and_its_k_steps_bit_for_bit(xp, data, tau):
+@given(data=st.data(), tau=st.sampled_from([0.0, 0.3]), momentum=st.sampled_from([0.0, 0.9]))
+def test_the_k_form_equals_the_three_stage_forward_and_its_k_steps_bit_for_bit(xp, data, tau, momentum):
     """K-form against the three-stage forward on the same layer and data: y, dx, db to rounding;
     the K-steps' gradients bit for bit (the same convolutions, run by the layer instead of the
-    projector: k_kernel makes both kernels); so a whole tdlrt_step gives the same numbers."""
+    projector: k_kernel makes both kernels); so a whole tdlrt_step gives the same numbers, with
+    momentum too (the trainer's step: MomentumGradient hands the K-steps to the projector)."""
     case = data.draw(tucker_conv_cases(need_compatible=True))
     kf, plain, x, dy = _layer_pair(case, xp)
     assert isinstance(kf._cache, KFormCache) and not isinstance(plain._cache, KFormCache)
@@ -766,8 +768,10 @@ def test_the_k_form_equals_the_three_stage_forward_and_its_k_steps_bit_for_bit(x
         mats = [None if j == i else U for j, U in enumerate(Y.factors)]
         got, want = to_numpy(P.k_gradient(i, mats, Q)), to_numpy(P3.k_gradient(i, mats, Q))
         np.testing.assert_array_equal(got, want, err_msg=f"mode {i}")
-    a, _ = tdlrt_step(Y, P, 0.05, tau, diagnostics=False)
-    b, _ = tdlrt_step(Y, P3, 0.05, tau, diagnostics=False)
+    v = xp.asarray(np.random.default_rng(case[-1]).standard_normal(Y.ranks)) if momentum else None
+    kw = dict(diagnostics=False, momentum=momentum, velocity=v)
+    a, _ = tdlrt_step(Y, P, 0.05, tau, **kw)
+    b, _ = tdlrt_step(Y, P3, 0.05, tau, **kw)
     for u, v in zip((a.core, *a.factors), (b.core, *b.factors)):
         np.testing.assert_array_equal(to_numpy(u), to_numpy(v))
 
@@ -852,6 +856,37 @@ def test_the_k_form_setting(rng, k_form, route, training, want):
     mats = list(layer.weight.factors)
     want_core = DenseGradient(G).project(mats)
     assert_close(layer.projector().project(mats), want_core, np.float64, scale=fro(want_core))
+
+
+@pytest.mark.parametrize("route", ["k_form", "three-stage", "dense kernel"])
+def test_the_backward_and_projector_use_the_forward_weight_after_an_in_place_change(rng, route):
+    """Arrays of the weight changed in place between forward and backward (core scaled, the
+    spatial and input bases' columns permuted): dx is still the forward kernel's, and every
+    projection, at the changed bases too, is still the kernel gradient's (G does not depend on
+    the weight); the K-form's parts, made with the old bases, are not used for the new ones."""
+    Y = random_tucker((6, 5, 3, 3), (3, 3, 3, 3), rng)
+    layer = TuckerConv2d(Y, rng.standard_normal(6), padding=1)
+    layer.projection_route = "plain" if route != "dense kernel" else "auto"
+    layer.k_form, layer.dense_kernel = route == "k_form", route == "dense kernel"
+    x = rng.standard_normal((2, 5, 6, 6))
+    W0, b = layer.dense_weight().copy(), layer.params["b"]
+    y = layer.forward(x)
+    Y.core[...] *= 2.0
+    Y.factors[1][...] = Y.factors[1][:, ::-1].copy()
+    Y.factors[2][...] = Y.factors[2][:, ::-1].copy()
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(dy)
+    y_ref, cache = conv2d_forward(x, W0, b, padding=1)
+    dx_ref, G, _ = conv2d_backward(dy, cache)
+    assert_close(y, y_ref, np.float64, scale=fro(y_ref))
+    assert_close(dx, dx_ref, np.float64, scale=fro(dx_ref))
+    P, oracle = layer.projector(), DenseGradient(G)
+    for i in range(4):
+        Q = qr_signfixed(unfold(Y.core, i).T)[0]
+        mats = [None if j == i else U for j, U in enumerate(Y.factors)]
+        want = unfold(oracle.project(mats), i) @ Q
+        assert_close(P.k_gradient(i, mats, Q), want, np.float64, scale=fro(want), err_msg=f"mode {i}")
+    assert_close(P.project(list(Y.factors)), oracle.project(list(Y.factors)), np.float64, scale=fro(G))
 
 
 def test_a_bad_k_form_setting_is_refused(rng):

@@ -305,3 +305,15 @@ def test_tucker_rejects_mixed_backends():
 
     with pytest.raises(TypeError, match="mix array libraries"):
         Tucker(cupy.zeros((2, 3)), (np.zeros((4, 2)), cupy.zeros((5, 3))))
+
+
+def test_copy_is_a_snapshot(rng):
+    """Tucker.copy(): the same numbers in new arrays, so changing the original in place leaves it."""
+    Y = Tucker(rng.standard_normal((2, 2, 2)), tuple(rng.standard_normal((n, 2)) for n in (4, 3, 2)))
+    Z = Y.copy()
+    T = Z.to_tensor()
+    np.testing.assert_array_equal(T, Y.to_tensor())
+    Y.core[...] *= 3.0
+    Y.factors[1][...] = 0.0
+    np.testing.assert_array_equal(Z.to_tensor(), T)
+    assert all(a is not b for a, b in zip((Z.core, *Z.factors), (Y.core, *Y.factors)))

@@ -41,7 +41,9 @@ __all__ = [
 @dataclass(frozen=True)
 class TuckerConvCache:
     """What :func:`tucker_conv2d_backward` needs: x, z1 = U_1^T x, the core conv's cache,
-    the weight, the geometry, whether there is a bias, and the output shape."""
+    the weight as it was in the forward (a snapshot: the backward and the projector see the
+    kernel y was computed with, whatever happens to the layer's arrays in between), the
+    geometry, whether there is a bias, and the output shape."""
 
     x: object
     z1: object
@@ -80,6 +82,8 @@ def tucker_conv2d_forward(x, Y: Tucker, b=None, *, stride=1, padding=0, dilation
     U0, U1, U2, U3 = Y.factors
     _check_input(x, 4, U1.shape[0], Y.dtype, "N, C_in, H, W", "tucker_conv2d_forward")
     _check_bias(b, U0.shape[0], Y.dtype, "tucker_conv2d_forward")
+    Y = Y.copy()  # the forward's kernel, for the backward and the projector (a few small arrays)
+    U0, U1, U2, U3 = Y.factors
     K = multi_mode_product(Y.core, [None, None, U2, U3])  # r0, r1, kh, kw
     z1 = channel_matmul(U1.T, x)  # N, r1, H, W
     s, p, d = geometry
@@ -141,7 +145,8 @@ class TuckerConv2d(_LowRankLayer):
     # the forward through the dense kernel W (tucker_dense_kernel): "auto" (its cost rule), True, False
     dense_kernel = "auto"
     # the training forward and backward through the K-steps' convolutions (tucker_k_form): "auto"
-    # (where the plain route is then the cheapest, or asked for), True (always), False (never)
+    # (where the plain route is then the cheapest, or asked for), True (whenever the forward does
+    # not go through the dense kernel, which comes first), False (never)
     k_form = "auto"
 
     def __init__(self, weight, b=None, stride=1, padding=0, dilation=1):
@@ -162,11 +167,12 @@ class TuckerConv2d(_LowRankLayer):
 
     def forward(self, x, *, training: bool = True):
         geometry = (self.stride, self.padding, self.dilation)
+        if self.k_form not in ("auto", True, False):
+            raise ValueError(f"{self._name}: k_form: expected 'auto', True or False, got {self.k_form!r}")
         if self._dense_kernel(x, geometry):  # the three stages would cost more: W's one convolution
             _check_input(x, 4, self.dense_shape[1], self.weight.dtype, "N, C_in, H, W", self._name)
             y, self._cache = dense_kernel_forward(x, self.weight, self.params.get("b"), geometry)
         elif training and self._k_form():  # the K-steps' convolutions inside forward and backward
-            _check_input(x, 4, self.dense_shape[1], self.weight.dtype, "N, C_in, H, W", self._name)
             y, self._cache = k_form_forward(x, self.weight, self.params.get("b"), geometry)
         else:
             y, self._cache = tucker_conv2d_forward(
@@ -193,8 +199,6 @@ class TuckerConv2d(_LowRankLayer):
         """Run the K-form (:mod:`refdlrt.nn.tucker_k_form`): when ``k_form`` is True, or "auto"
         and the projection route is "plain" (asked for, or picked by the cost model with the
         K-steps' convolutions free)."""
-        if self.k_form not in ("auto", True, False):
-            raise ValueError(f"{self._name}: k_form: expected 'auto', True or False, got {self.k_form!r}")
         if self.k_form != "auto":
             return self.k_form
         if self.projection_route != "auto":

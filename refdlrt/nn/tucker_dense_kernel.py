@@ -54,8 +54,8 @@ def dense_kernel_pays(Y: Tucker, in_size, geometry) -> bool:
 
 @dataclass(frozen=True)
 class DenseKernelCache:
-    """What :func:`dense_kernel_backward` needs: x, the dense convolution's cache, the weight,
-    the geometry and the output's shape."""
+    """What :func:`dense_kernel_backward` needs: x, the dense convolution's cache, the weight as
+    it was in the forward (a snapshot), the geometry and the output's shape."""
 
     x: object
     conv_cache: object
@@ -80,6 +80,7 @@ def dense_kernel_forward(x, Y: Tucker, b, geometry):
     cache : DenseKernelCache
     """
     s, p, d = geometry
+    Y = Y.copy()  # the forward's kernel, for the backward and the projector (a few small arrays)
     W = Y.to_tensor()  # C_out, C_in, kh, kw
     y, conv_cache = conv2d_forward(x, W, b, stride=s, padding=p, dilation=d)  # N, C_out, Ho, Wo
     return y, DenseKernelCache(x, conv_cache, Y, geometry, tuple(y.shape))

@@ -35,6 +35,7 @@ from ..ops.broadcast import channel_pattern, channel_sum
 from ..ops.conv import conv2d_forward, conv2d_input_grad
 from ..tensor.linalg import qr_signfixed
 from ..tensor.tucker import Tucker, unfold
+from .lowrank_base import _check_bias, _check_input
 from .lowrank_projectors import TuckerConvProjector, channel_matmul, k_kernel
 
 __all__ = ["KFormCache", "k_form_forward", "k_form_backward"]
@@ -42,13 +43,17 @@ __all__ = ["KFormCache", "k_form_forward", "k_form_backward"]
 
 @dataclass(frozen=True)
 class KFormCache:
-    """What :func:`k_form_backward` needs: x, z1 = U_1^T x, Q_0 and f = conv2d(z1, F_0), the
-    weight, the geometry, whether there is a bias, and the output shape."""
+    """What :func:`k_form_backward` needs: x, z1 = U_1^T x, Q_0 and f = conv2d(z1, F_0), Q_1 and
+    R_1 of Mat_1(C)^T, the weight as it was in the forward (a snapshot: the backward and the
+    projector see the kernel y was computed with, whatever happens to the layer's arrays in
+    between), the geometry, whether there is a bias, and the output shape."""
 
     x: object
     z1: object
     Q0: object
     f: object
+    Q1: object
+    R1: object
     Y: Tucker
     geometry: tuple
     has_bias: bool
@@ -74,17 +79,25 @@ def k_form_forward(x, Y: Tucker, b, geometry):
     -----
     Mat_0(C)^T = Q_0 R_0 (sign-fixed QR, as the K-step takes it); z1 = U_1^T x;
     f = conv2d(z1, F_0) with F_0 = Q_0^T x_2 U_2 x_3 U_3 (q_0 x r_1 x kh x kw); y = (U_0 R_0^T) f + b.
+    Mat_1(C)^T = Q_1 R_1 is taken here too, for the backward.
     """
+    if not isinstance(Y, Tucker) or Y.ndim != 4:
+        raise TypeError(f"k_form_forward: Y: expected an order-4 Tucker tensor, got "
+                        f"{type(Y).__name__}{'' if not isinstance(Y, Tucker) else f' of order {Y.ndim}'}")
+    _check_input(x, 4, Y.shape[1], Y.dtype, "N, C_in, H, W", "k_form_forward")
+    _check_bias(b, Y.shape[0], Y.dtype, "k_form_forward")
     s, p, d = geometry
+    Y = Y.copy()  # the forward's kernel, for the backward and the projector (a few small arrays)
     U0, U1, U2, U3 = Y.factors
     Q0, R0 = qr_signfixed(unfold(Y.core, 0).T)  # Q0: r1 r2 r3 x q0,  R0: q0 x r0
+    Q1, R1 = qr_signfixed(unfold(Y.core, 1).T)  # Q1: r0 r2 r3 x q1,  R1: q1 x r1
     z1 = channel_matmul(U1.T, x)  # N, r1, H, W
     f = conv2d_forward(z1, k_kernel(0, Q0, Y.ranks, U2, U3), None,
                        stride=s, padding=p, dilation=d)[0]  # N, q0, Ho, Wo
     y = channel_matmul(U0 @ R0.T, f)  # K_0 f: N, C_out, Ho, Wo
     if b is not None:
         y += channel_pattern(b, y)  # in place, as the Tucker forward
-    return y, KFormCache(x, z1, Q0, f, Y, geometry, b is not None, tuple(y.shape))
+    return y, KFormCache(x, z1, Q0, f, Q1, R1, Y, geometry, b is not None, tuple(y.shape))
 
 
 def k_form_backward(dy, cache: KFormCache, *, route="auto"):
@@ -104,19 +117,20 @@ def k_form_backward(dy, cache: KFormCache, *, route="auto"):
 
     Notes
     -----
-    dz2 = U_0^T dy; Mat_1(C)^T = Q_1 R_1; h = conv2d_input_grad(dz2, E_1) with
-    E_1 (r_0 x q_1 x kh x kw) from Q_1; dx = (U_1 R_1^T) h; db = Σ dy over N, Ho, Wo.
+    dz2 = U_0^T dy; Mat_1(C)^T = Q_1 R_1 (taken in the forward); h = conv2d_input_grad(dz2, E_1)
+    with E_1 (r_0 x q_1 x kh x kw) from Q_1; dx = (U_1 R_1^T) h; db = Σ dy over N, Ho, Wo. The
+    weight is the forward's snapshot throughout, so the projector's own factors (against which
+    it checks the matrices it is asked for) are the ones f and h were made with.
     """
-    x, Y = cache.x, cache.Y
+    x, Y, Q1 = cache.x, cache.Y, cache.Q1
     check_grad(dy, cache.y_shape, x.dtype, "k_form_backward: dy", layout=" (the output's)")
     s, p, d = cache.geometry
     U0, U1, U2, U3 = Y.factors
     dz2 = channel_matmul(U0.T, dy)  # N, r0, Ho, Wo
-    Q1, R1 = qr_signfixed(unfold(Y.core, 1).T)  # Q1: r0 r2 r3 x q1,  R1: q1 x r1
     N, _, H, W = x.shape
     h = conv2d_input_grad(dz2, k_kernel(1, Q1, Y.ranks, U2, U3), (N, Q1.shape[1], H, W),
                           stride=s, padding=p, dilation=d)  # N, q1, H, W
     db = channel_sum(dy) if cache.has_bias else None
     projector = TuckerConvProjector(x, cache.z1, dy, dz2, Y.factors, cache.geometry, route=route,
                                     k_parts={0: (cache.Q0, cache.f), 1: (Q1, h)})
-    return channel_matmul(U1 @ R1.T, h), db, projector  # dx = K_1 h: N, C_in, H, W
+    return channel_matmul(U1 @ cache.R1.T, h), db, projector  # dx = K_1 h: N, C_in, H, W

@@ -287,6 +287,11 @@ class Tucker:
         """Compression rate ``1 - n_params / dense_params`` (negative if Tucker is larger)."""
         return 1.0 - self.n_params / self.dense_params
 
+    def copy(self) -> "Tucker":
+        """A Tucker tensor holding copies of the core and the factors (a snapshot: changing this
+        one's arrays in place leaves the copy as it was)."""
+        return Tucker(self.core.copy(), tuple(U.copy() for U in self.factors))
+
     def to_tensor(self):
         """The dense tensor ``C ×_0 U_0 ⋯ ×_{d-1} U_{d-1}``, shape (n_0, ..., n_{d-1})."""
         return tucker_to_tensor(self.core, self.factors)
