@@ -797,3 +797,17 @@ def test_a_network_without_convolutions_reports_no_conv_compression():
     tr = Trainer(cfg(), tiny())
     tr.specs = tuple(dataclasses.replace(s, kind="other") if s.kind == "conv" else s for s in tr.specs)
     assert tr.counts()["conv_compression"] == 0.0  # no conv weights: nothing compressed, no 0 / 0
+
+
+@pytest.mark.parametrize("method, k_form, orthonormal", [("tdlrt", "auto", True),
+                                                         ("tucker-direct", False, False)])
+def test_tucker_direct_layers_take_neither_the_manifold_check_nor_the_k_form(method, k_form, orthonormal):
+    """The tucker-direct baseline takes no K-steps, so its Tucker layers run without the K-form
+    (whose convolutions only the K-steps use) and accept factors off the manifold."""
+    from refdlrt.nn.lowrank_layers import TuckerConv2d
+    from refdlrt.nn.models import build_model, vgg_small
+
+    layers, _ = build_model(vgg_small(), method, np.random.default_rng(0))
+    tucker = [ly for ly in layers if isinstance(ly, TuckerConv2d)]
+    assert len(tucker) == 3
+    assert all(ly.k_form == k_form and ly.orthonormal == orthonormal for ly in tucker)

@@ -176,5 +176,7 @@ def build_model(specs, method: str, rng: np.random.Generator, *, init_rank=0.5, 
         layer.name = s.name or s.kind
         if method == "tucker-direct" and hasattr(layer, "orthonormal"):
             layer.orthonormal = False  # plain gradient descent on the factors leaves the manifold
+        if method == "tucker-direct" and hasattr(layer, "k_form"):
+            layer.k_form = False  # it takes no K-steps: the K-form's convolutions would buy nothing
         out.append(layer)
     return out, plan
