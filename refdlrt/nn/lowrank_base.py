@@ -35,6 +35,16 @@ def _check_input(x, ndim, n_in, dtype, layout, who):
         raise TypeError(f"{who}: x: expected dtype {dtype} (the weight's), got {x.dtype}")
 
 
+def _check_tucker_conv_args(x, Y, b, who):
+    """The arguments of a Tucker convolution's forward: Y an order-4 Tucker tensor, x
+    (N, C_in, H, W) and b (C_out,) or None, in Y's dtype."""
+    if not isinstance(Y, Tucker) or Y.ndim != 4:
+        raise TypeError(f"{who}: Y: expected an order-4 Tucker tensor, got "
+                        f"{type(Y).__name__}{'' if not isinstance(Y, Tucker) else f' of order {Y.ndim}'}")
+    _check_input(x, 4, Y.shape[1], Y.dtype, "N, C_in, H, W", who)
+    _check_bias(b, Y.shape[0], Y.dtype, who)
+
+
 def _check_geometry(stride, padding, dilation):
     s, p, d = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
     if min(s) < 1 or min(d) < 1 or min(p) < 0:

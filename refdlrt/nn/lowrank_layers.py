@@ -23,7 +23,7 @@ from ..ops.broadcast import channel_pattern, channel_sum
 from ..ops.conv import conv2d_backward, conv2d_forward
 from ..tensor.hosvd import hosvd
 from ..tensor.tucker import Tucker, multi_mode_product
-from .lowrank_base import _check_bias, _check_geometry, _check_input, _LowRankLayer
+from .lowrank_base import _check_geometry, _check_input, _check_tucker_conv_args, _LowRankLayer
 from .lowrank_projectors import TuckerConvProjector, channel_matmul, cheapest_route
 from .matrix_projectors import LowRankLinearProjector, MatrixConvProjector
 from .tucker_dense_kernel import dense_kernel_backward, dense_kernel_forward, dense_kernel_pays
@@ -75,13 +75,8 @@ def tucker_conv2d_forward(x, Y: Tucker, b=None, *, stride=1, padding=0, dilation
     Cost: C_in r_1 multiply-adds per *input* pixel, plus r_0 r_1 kh kw + r_0 C_out per output
     pixel, instead of C_out C_in kh kw per output pixel.
     """
-    if not isinstance(Y, Tucker) or Y.ndim != 4:
-        raise TypeError(f"tucker_conv2d_forward: Y: expected an order-4 Tucker tensor, got "
-                        f"{type(Y).__name__}{'' if not isinstance(Y, Tucker) else f' of order {Y.ndim}'}")
+    _check_tucker_conv_args(x, Y, b, "tucker_conv2d_forward")
     geometry = _check_geometry(stride, padding, dilation)
-    U0, U1, U2, U3 = Y.factors
-    _check_input(x, 4, U1.shape[0], Y.dtype, "N, C_in, H, W", "tucker_conv2d_forward")
-    _check_bias(b, U0.shape[0], Y.dtype, "tucker_conv2d_forward")
     Y = Y.copy()  # the forward's kernel, for the backward and the projector (a few small arrays)
     U0, U1, U2, U3 = Y.factors
     K = multi_mode_product(Y.core, [None, None, U2, U3])  # r0, r1, kh, kw

@@ -174,9 +174,10 @@ def build_model(specs, method: str, rng: np.random.Generator, *, init_rank=0.5, 
         else:
             raise ValueError(f"unknown layer kind {s.kind!r}")
         layer.name = s.name or s.kind
-        if method == "tucker-direct" and hasattr(layer, "orthonormal"):
-            layer.orthonormal = False  # plain gradient descent on the factors leaves the manifold
-        if method == "tucker-direct" and hasattr(layer, "k_form"):
-            layer.k_form = False  # it takes no K-steps: the K-form's convolutions would buy nothing
+        if method == "tucker-direct":
+            if hasattr(layer, "orthonormal"):
+                layer.orthonormal = False  # plain gradient descent on the factors leaves the manifold
+            if hasattr(layer, "k_form"):
+                layer.k_form = False  # it takes no K-steps: the K-form's convolutions would buy nothing
         out.append(layer)
     return out, plan

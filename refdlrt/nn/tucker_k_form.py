@@ -35,7 +35,7 @@ from ..ops.broadcast import channel_pattern, channel_sum
 from ..ops.conv import conv2d_forward, conv2d_input_grad
 from ..tensor.linalg import qr_signfixed
 from ..tensor.tucker import Tucker, unfold
-from .lowrank_base import _check_bias, _check_input
+from .lowrank_base import _check_tucker_conv_args
 from .lowrank_projectors import TuckerConvProjector, channel_matmul, k_kernel
 
 __all__ = ["KFormCache", "k_form_forward", "k_form_backward"]
@@ -81,11 +81,7 @@ def k_form_forward(x, Y: Tucker, b, geometry):
     f = conv2d(z1, F_0) with F_0 = Q_0^T x_2 U_2 x_3 U_3 (q_0 x r_1 x kh x kw); y = (U_0 R_0^T) f + b.
     Mat_1(C)^T = Q_1 R_1 is taken here too, for the backward.
     """
-    if not isinstance(Y, Tucker) or Y.ndim != 4:
-        raise TypeError(f"k_form_forward: Y: expected an order-4 Tucker tensor, got "
-                        f"{type(Y).__name__}{'' if not isinstance(Y, Tucker) else f' of order {Y.ndim}'}")
-    _check_input(x, 4, Y.shape[1], Y.dtype, "N, C_in, H, W", "k_form_forward")
-    _check_bias(b, Y.shape[0], Y.dtype, "k_form_forward")
+    _check_tucker_conv_args(x, Y, b, "k_form_forward")
     s, p, d = geometry
     Y = Y.copy()  # the forward's kernel, for the backward and the projector (a few small arrays)
     U0, U1, U2, U3 = Y.factors
