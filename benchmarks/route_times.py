@@ -8,7 +8,7 @@ embedded images, then takes ``--steps`` more steps, cycling every Tucker layer's
 rounding; a test pins them), and prints per layer the median time of its update
 (``Trainer._lowrank_update``: projections and ``tdlrt_step``) and of its backward under each
 route. Consecutive steps take different routes, so a drift of the machine hits all alike. This
-is the measurement behind ``_PASS_COST`` in ``refdlrt/nn/lowrank_projectors.py``.
+is the measurement behind ``_PASS_COST`` in ``refdlrt/nn/route_cost.py``.
 """
 
 from __future__ import annotations

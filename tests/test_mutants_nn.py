@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import refdlrt.nn.lowrank_projectors as lp
+import refdlrt.nn.route_cost as rc
 from refdlrt.dlrt.problems import random_tucker
 from refdlrt.nn.lowrank_layers import (
     LowRankLinear,
@@ -296,8 +297,8 @@ def test_cost_model_values(rng, monkeypatch):
     two core-sized convolutions as kernel gradients for r0 x r1 channels and adds the 1 x 1
     products (n_i r_i, then n_i r̂_i for the S-step's channel projections) and four passes
     over x and dy (2 (n0 + n1) P, P = _PASS_COST)."""
-    monkeypatch.setattr(lp, "_COPY_COST", 7)
-    monkeypatch.setattr(lp, "_PASS_COST", 11)
+    monkeypatch.setattr(rc, "_COPY_COST", 7)
+    monkeypatch.setattr(rc, "_PASS_COST", 11)
     P, _ = _tucker_projector(rng, shape=(10, 8, 3, 2), ranks=(3, 5, 3, 2))
 
     def g(a, b):
@@ -312,14 +313,14 @@ def test_cost_model_values(rng, monkeypatch):
     assert full.cost("blocks") == g(10, 5) + g(10, 8)  # the new-direction gradient costs 0
     # with the K-form's convolutions handed over, plain drops its two core-sized ones, and only it
     for route in ("dense", "blocks"):
-        assert lp.projection_cost(route, (10, 8, 3, 2), 3, 5, k_form=True) == P.cost(route)
-    assert lp.projection_cost("plain", (10, 8, 3, 2), 3, 5, k_form=True) == P.cost("plain") - 2 * g(3, 5)
-    assert lp.projection_cost("plain", (10, 8, 3, 2), 3, 5) == P.cost("plain")  # default: convolving
+        assert rc.projection_cost(route, (10, 8, 3, 2), 3, 5, k_form=True) == P.cost(route)
+    assert rc.projection_cost("plain", (10, 8, 3, 2), 3, 5, k_form=True) == P.cost("plain") - 2 * g(3, 5)
+    assert rc.projection_cost("plain", (10, 8, 3, 2), 3, 5) == P.cost("plain")  # default: convolving
 
 
 def test_cost_model_and_k_kernel_refuse_unknown_routes_and_modes(rng):
     _raises(ValueError, "projection_cost: route: expected 'dense', 'plain' or 'blocks', got 'auto'",
-            lp.projection_cost, "auto", (4, 4, 3, 3), 2, 2)
+            rc.projection_cost, "auto", (4, 4, 3, 3), 2, 2)
     U = np.eye(3)
     _raises(ValueError, "k_kernel: expected mode i = 0 or 1, got 2", lp.k_kernel, 2, np.eye(4), (2, 2, 3, 3), U, U)
 
@@ -333,7 +334,7 @@ def test_projector_refuses_k_parts_of_other_modes(rng):
 
 def test_auto_takes_dense_on_a_tie_and_blocks_only_when_cheapest(rng, monkeypatch):
     # (16, 16) at r = 4, m = 4: dense 16 (16 + C) = blocks 4 (16 + C) + 16 (4 + C) + 4 (4 + C) at C = 14
-    monkeypatch.setattr(lp, "_COPY_COST", 14)
+    monkeypatch.setattr(rc, "_COPY_COST", 14)
     P, _ = _tucker_projector(rng, shape=(16, 16, 3, 3), ranks=(4, 4, 3, 3))
     assert P.cost("dense") == P.cost("blocks")
     # ties go to the first of dense, plain, blocks
@@ -341,24 +342,24 @@ def test_auto_takes_dense_on_a_tie_and_blocks_only_when_cheapest(rng, monkeypatc
                         ({"dense": 2, "plain": 1, "blocks": 1}, "plain"),
                         ({"dense": 1, "plain": 2, "blocks": 1}, "dense")):
         with monkeypatch.context() as m:
-            m.setattr(lp, "projection_cost", lambda route, *a, c=costs, **k: c[route])
+            m.setattr(rc, "projection_cost", lambda route, *a, c=costs, **k: c[route])
             assert _tucker_projector(rng)[0].route == want, costs
     # blocks < dense < plain (2052 < 2304 < 2520 at C = 0, no pass cost): only a comparison
     # with the blocks cost picks blocks
-    monkeypatch.setattr(lp, "_COPY_COST", 0)
-    monkeypatch.setattr(lp, "_PASS_COST", 0)
+    monkeypatch.setattr(rc, "_COPY_COST", 0)
+    monkeypatch.setattr(rc, "_PASS_COST", 0)
     P, _ = _tucker_projector(rng, shape=(16, 16, 3, 3), ranks=(6, 6, 3, 3))
     assert P.cost("blocks") < P.cost("dense") < P.cost("plain") and P.route == "blocks"
     # the run.py layer (64 -> 64) at C = 256, P = 128: r = 16 dense, 184320 < 200192 (plain)
     # < 241920 (blocks); r = 8 plain, 113024 < 184320 < 194112
-    monkeypatch.setattr(lp, "_COPY_COST", 256)
-    monkeypatch.setattr(lp, "_PASS_COST", 128)
+    monkeypatch.setattr(rc, "_COPY_COST", 256)
+    monkeypatch.setattr(rc, "_PASS_COST", 128)
     P, _ = _tucker_projector(rng, shape=(64, 64, 3, 3), ranks=(16, 16, 3, 3))
     assert (P.cost("plain"), P.cost("dense"), P.cost("blocks")) == (200192, 184320, 241920)
     assert P.route == "dense"
     # ... and plain with the K-form's K-steps free: 200192 - 2 * 9 * 16 (16 + 256) = 121856
-    assert lp.projection_cost("plain", (64, 64, 3, 3), 16, 16, k_form=True) == 121856
-    assert lp.cheapest_route((64, 64, 3, 3), 16, 16, k_form=True) == "plain"
+    assert rc.projection_cost("plain", (64, 64, 3, 3), 16, 16, k_form=True) == 121856
+    assert rc.cheapest_route((64, 64, 3, 3), 16, 16, k_form=True) == "plain"
     P, _ = _tucker_projector(rng, shape=(64, 64, 3, 3), ranks=(8, 8, 3, 3))
     assert (P.cost("plain"), P.cost("dense"), P.cost("blocks")) == (113024, 184320, 194112)
     assert P.route == "plain"

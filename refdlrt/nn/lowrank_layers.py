@@ -24,8 +24,9 @@ from ..ops.conv import conv2d_backward, conv2d_forward
 from ..tensor.hosvd import hosvd
 from ..tensor.tucker import Tucker, multi_mode_product
 from .lowrank_base import _check_geometry, _check_input, _check_tucker_conv_args, _LowRankLayer
-from .lowrank_projectors import TuckerConvProjector, channel_matmul, cheapest_route
+from .lowrank_projectors import TuckerConvProjector, channel_matmul
 from .matrix_projectors import LowRankLinearProjector, MatrixConvProjector
+from .route_cost import cheapest_route
 from .tucker_dense_kernel import dense_kernel_backward, dense_kernel_forward, dense_kernel_pays
 from .tucker_k_form import KFormCache, k_form_backward, k_form_forward
 

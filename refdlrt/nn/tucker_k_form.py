@@ -21,8 +21,8 @@ computed, not recovered from the Tucker route's z2 and dz1), so the K-steps' gra
 same numbers as the projector's own convolutions give, bit for bit.
 
 :class:`refdlrt.nn.lowrank_layers.TuckerConv2d` takes this route (``k_form`` "auto") where the
-projector's plain route is the cheapest with the K-steps free (:func:`cheapest_route` with
-``k_form=True``), and only in training (an evaluation forward has no backward). The same y, dx,
+projector's plain route is the cheapest with the K-steps free (:func:`refdlrt.nn.route_cost.cheapest_route`
+with ``k_form=True``), and only in training (an evaluation forward has no backward). The same y, dx,
 db and projections as the Tucker route to rounding (tests pin them).
 """
 
