@@ -44,13 +44,9 @@ def steps(checkpoint: str, n: int) -> None:
 
 
 def layer(rounds: int) -> None:
-    from layer_bench import time_layer  # benchmarks/: this script's folder
+    from layer_bench import layer_data, time_layer  # benchmarks/: this script's folder
 
-    N, H, n, k = 128, 32, 64, 3
-    rng = np.random.default_rng(0)  # run.py's section_layer data
-    x = rng.standard_normal((N, n, H, H), dtype=np.float32)
-    dy = rng.standard_normal((N, n, H, H), dtype=np.float32)
-    w = (rng.standard_normal((n, n, k, k)) / np.sqrt(n * k * k)).astype(np.float32)
+    x, dy, w = layer_data()  # run.py's section_layer data
     try:
         for _ in range(rounds):
             for k_form in (False, "auto"):

@@ -54,16 +54,11 @@ def step_seconds(trainers: dict, data, steps: int, before=None, *, lr_factor: fl
 
 def layer_child(root: str, repeats: int) -> None:
     """run.py's one-layer ratio at r = 8 and 16, with ``root``'s refdlrt (already on the path)."""
-    import numpy as np
-    from layer_bench import time_layer  # benchmarks/: this script's folder
+    from layer_bench import layer_data, time_layer  # benchmarks/: this script's folder
 
     import refdlrt
 
-    N, H, n, k = 128, 32, 64, 3
-    rng = np.random.default_rng(0)  # run.py's section_layer data
-    x = rng.standard_normal((N, n, H, H), dtype=np.float32)
-    dy = rng.standard_normal((N, n, H, H), dtype=np.float32)
-    w = (rng.standard_normal((n, n, k, k)) / np.sqrt(n * k * k)).astype(np.float32)
+    x, dy, w = layer_data()  # run.py's section_layer data
     out = []
     for r in (8, 16):
         dense, _, full = time_layer(x, w, dy, r, repeats)

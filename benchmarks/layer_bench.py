@@ -20,6 +20,16 @@ def layer_flops(P: int, n: int, k2: int, r: int) -> tuple:
     return 3 * 2 * P * k2 * n * n, fwd + bwd + proj
 
 
+def layer_data(N=128, H=32, n=64, k=3):
+    """run.py's layer data (seed 0, float32): x and dy (N, n, H, H), a k x k kernel w (n, n, k, k)
+    scaled by 1 / sqrt(n k k). Shared with ab_steps.py and ab_k_form.py."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N, n, H, H), dtype=np.float32)
+    dy = rng.standard_normal((N, n, H, H), dtype=np.float32)
+    w = (rng.standard_normal((n, n, k, k)) / np.sqrt(n * k * k)).astype(np.float32)
+    return x, dy, w
+
+
 def time_layer(x, w, dy, r, repeats):
     """Median seconds (dense f+b, Tucker f+b, Tucker f+b+projections+step), interleaved."""
     k = w.shape[2]

@@ -90,7 +90,7 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np
 from ab_steps import step_seconds  # benchmarks/ is the script's folder
 from final_ranks import checkpoint_pair
-from layer_bench import layer_flops, time_layer
+from layer_bench import layer_data, layer_flops, time_layer
 from machine import cpu_busy_seconds, git_commit
 
 from refdlrt.backend import to_numpy
@@ -362,10 +362,7 @@ def section_breakdown(data, quick, trainers):
 # -- layer -------------------------------------------------------------------------------------
 def section_layer(quick):
     N, H, n, k, repeats = (8, 8, 64, 3, 2) if quick else (128, 32, 64, 3, 5)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((N, n, H, H), dtype=np.float32)
-    dy = rng.standard_normal((N, n, H, H), dtype=np.float32)
-    w = (rng.standard_normal((n, n, k, k)) / np.sqrt(n * k * k)).astype(np.float32)
+    x, dy, w = layer_data(N, H, n, k)
     res, rows, checks = {}, [], []
     for r in (4, 8, 16, 32):
         with OtherLoad() as load:
